@@ -1,0 +1,42 @@
+# kubedbt developer entry points. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CLUSTER ?= local
+export CLUSTER
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+# The virtual environment is rebuilt when the package's dependencies change.
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+.PHONY: venv
+venv: $(BIN)/.installed ## Create .venv with the package and its dev tools
+
+.PHONY: lint
+lint: venv ## ruff, mypy --strict and the import-linter layer contracts
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+.PHONY: test-unit
+test-unit: venv ## Fast tests of the pure code (no cluster)
+	$(BIN)/pytest tests/unit
+
+.PHONY: golden
+golden: venv ## Rewrite the golden manifests after a deliberate rendering change
+	$(BIN)/pytest tests/unit/test_render.py --update-golden
+
+.PHONY: test
+test: lint test-unit ## Everything CI runs

@@ -1,0 +1,1 @@
+"""The Airflow layer: DbtJobOperator and DbtJobTrigger, thin glue over the layers below."""

@@ -1,0 +1,125 @@
+"""The dbt command line of a run, built as an argument list (never a shell string).
+
+Which options each dbt command accepts is data here, so a DAG that asks `dbt test` for a full
+refresh fails at parse time with a clear message instead of with dbt's exit code 2 in a pod.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING, Final
+
+import yaml
+
+if TYPE_CHECKING:
+    from kubedbt.core.spec import DbtRunSpec
+
+COMMANDS: Final = (
+    "build",
+    "run",
+    "test",
+    "seed",
+    "snapshot",
+    "source freshness",
+    "compile",
+    "ls",
+    "run-operation",
+    "retry",
+)
+
+_SELECTING = frozenset(
+    {"build", "run", "test", "seed", "snapshot", "source freshness", "compile", "ls"}
+)
+# Option name -> the commands that accept it.
+ACCEPTED_BY: Final[dict[str, frozenset[str]]] = {
+    "select": _SELECTING,
+    "exclude": _SELECTING,
+    "selector": _SELECTING,
+    "full_refresh": frozenset({"build", "run", "seed", "compile"}),
+    "fail_fast": frozenset({"build", "run", "test", "seed", "snapshot", "retry"}),
+    "threads": frozenset(
+        {"build", "run", "test", "seed", "snapshot", "source freshness", "compile", "retry"}
+    ),
+    "state": _SELECTING | {"retry"},
+    "macro": frozenset({"run-operation"}),
+    "macro_args": frozenset({"run-operation"}),
+}
+
+# Where the dbt container writes its artifacts: an emptyDir per pod, so concurrent runs of the same
+# project never share a target directory.
+ARTIFACTS_DIR: Final = "/kubedbt"
+TARGET_PATH: Final = f"{ARTIFACTS_DIR}/target"
+LOG_PATH: Final = f"{ARTIFACTS_DIR}/logs"
+# dbt names its log file dbt.log; with --log-format-file json every line is one JSON event.
+JSON_LOG_FILE: Final = f"{LOG_PATH}/dbt.log"
+
+# Flags kubedbt sets itself or that have a parameter of their own.
+MANAGED_FLAGS: Final[dict[str, str]] = {
+    "--target-path": "kubedbt writes artifacts to its own emptyDir",
+    "--log-path": "kubedbt writes logs to its own emptyDir",
+    "--log-format-file": "kubedbt needs the JSON log file",
+    "--select": "use the 'select' parameter",
+    "-s": "use the 'select' parameter",
+    "--models": "use the 'select' parameter",
+    "-m": "use the 'select' parameter",
+    "--exclude": "use the 'exclude' parameter",
+    "--selector": "use the 'selector' parameter",
+    "--vars": "use the 'vars' parameter",
+    "--full-refresh": "use the 'full_refresh' parameter",
+    "--fail-fast": "use the 'fail_fast' parameter",
+    "-x": "use the 'fail_fast' parameter",
+    "--threads": "use the 'threads' parameter",
+    "--target": "use the 'target' parameter",
+    "-t": "use the 'target' parameter",
+    "--profile": "use the 'profile' parameter",
+    "--project-dir": "use the 'project_dir' parameter",
+    "--profiles-dir": "use the 'profiles_dir' parameter",
+    "--state": "use the 'state' parameter",
+    "--args": "use the 'macro_args' parameter",
+}
+
+
+def render_vars(values: dict[str, object]) -> str:
+    """The mapping as one line of YAML (for --vars, --args), keys sorted for stable output."""
+    return yaml.safe_dump(values, default_flow_style=True, sort_keys=True, width=2**31).strip()
+
+
+def dbt_args(spec: DbtRunSpec) -> list[str]:
+    """The arguments after `dbt`, in the order a person would type them."""
+    args = spec.command.split(" ")
+    if spec.macro is not None:
+        args.append(spec.macro)
+        if spec.macro_args:
+            args += ["--args", render_vars(spec.macro_args)]
+    if spec.select:
+        args += ["--select", *spec.select]
+    if spec.exclude:
+        args += ["--exclude", *spec.exclude]
+    if spec.selector is not None:
+        args += ["--selector", spec.selector]
+    if spec.vars:
+        args += ["--vars", render_vars(spec.vars)]
+    if spec.full_refresh:
+        args.append("--full-refresh")
+    if spec.fail_fast:
+        args.append("--fail-fast")
+    if spec.threads is not None:
+        args += ["--threads", str(spec.threads)]
+    if spec.target is not None:
+        args += ["--target", spec.target]
+    if spec.profile is not None:
+        args += ["--profile", spec.profile]
+    if spec.project_dir is not None:
+        args += ["--project-dir", spec.project_dir]
+    if spec.profiles_dir is not None:
+        args += ["--profiles-dir", spec.profiles_dir]
+    if spec.state is not None:
+        args += ["--state", spec.state]
+    args += list(spec.dbt_flags)
+    args += ["--target-path", TARGET_PATH, "--log-path", LOG_PATH, "--log-format-file", "json"]
+    return args
+
+
+def command_line(spec: DbtRunSpec) -> str:
+    """The command as a person would paste it into a shell, for annotations and logs."""
+    return shlex.join(["dbt", *dbt_args(spec)])

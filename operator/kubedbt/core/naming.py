@@ -1,0 +1,156 @@
+"""Deterministic names, labels and annotations for one try of one Airflow task.
+
+The Job name is a function of (dag_id, task_id, run_id, map_index, try_number) alone. Creating the
+same try twice therefore hits a 409 that the operator turns into "adopt the Job that is already
+there", and the next try's name is known without asking the cluster (the failed-nodes retry reads
+the previous try's results ConfigMap by name).
+
+Airflow ids allow characters Kubernetes names and label values do not, so both are sanitised; when
+sanitising changed a value, a short hash of the original is appended so that two different ids can
+never end up with the same name or label. The unsanitised values go into annotations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from kubedbt.core import validate
+from kubedbt.core.errors import InvalidSpecError
+
+LABEL_PREFIX = "kubedbt.io/"
+APP_NAME = "kubedbt"
+COMPONENT = "dbt-run"
+MAX_NAME = 63
+RESULTS_SUFFIX = "-results"
+# Job names stay short enough that "<job>-results" is itself a valid DNS label.
+MAX_JOB_NAME = MAX_NAME - len(RESULTS_SUFFIX)
+_HASH_CHARS = 10
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Which Airflow task instance try a Job belongs to."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int = -1
+    try_number: int = 1
+
+    def __post_init__(self) -> None:
+        validate.string("dag_id", self.dag_id)
+        validate.string("task_id", self.task_id)
+        validate.string("run_id", self.run_id)
+        validate.integer("map_index", self.map_index, minimum=-1)
+        validate.integer("try_number", self.try_number, minimum=1)
+
+    def previous_try(self) -> RunIdentity | None:
+        """The identity of the try before this one, or None for the first try."""
+        if self.try_number == 1:
+            return None
+        return RunIdentity(
+            self.dag_id, self.task_id, self.run_id, self.map_index, self.try_number - 1
+        )
+
+    def same_task_instance(self, other: RunIdentity) -> bool:
+        """Whether two identities differ only by try number."""
+        return (self.dag_id, self.task_id, self.run_id, self.map_index) == (
+            other.dag_id,
+            other.task_id,
+            other.run_id,
+            other.map_index,
+        )
+
+
+def _digest(*parts: object) -> str:
+    # NUL cannot occur in Airflow ids, so joining with it keeps distinct tuples distinct.
+    joined = "\0".join(str(p) for p in parts)
+    return hashlib.sha256(joined.encode()).hexdigest()[:_HASH_CHARS]
+
+
+def _slug(text: str, limit: int) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:limit].rstrip("-")
+
+
+def job_name(identity: RunIdentity) -> str:
+    """The Job's name: readable prefix from dag and task, a hash of the whole identity, the try.
+
+    Example: ``dbt-daily-marts-dbt-build-3f2a9c1b0e-t2``.
+    """
+    digest = _digest(
+        identity.dag_id, identity.task_id, identity.run_id, identity.map_index, identity.try_number
+    )
+    suffix = f"-{digest}-t{identity.try_number}"
+    room = MAX_JOB_NAME - len("dbt-") - len(suffix)
+    readable = _slug(f"{identity.dag_id}-{identity.task_id}", room)
+    return f"dbt-{readable}{suffix}" if readable else f"dbt{suffix}"
+
+
+def results_configmap_name(identity: RunIdentity) -> str:
+    """The results ConfigMap's name, derived from the Job's."""
+    return job_name(identity) + RESULTS_SUFFIX
+
+
+def label_value(text: str) -> str:
+    """A valid label value that stands for `text`, distinct for distinct texts.
+
+    Valid values are returned unchanged, so `kubectl get jobs -l kubedbt.io/dag-id=daily` works as
+    a person would type it; anything else becomes a sanitised prefix plus a hash of the original.
+    """
+    if len(text) <= MAX_NAME and validate.LABEL_VALUE.match(text):
+        return text
+    digest = _digest(text)
+    room = MAX_NAME - len(digest) - 1
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:room]
+    cleaned = re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", cleaned)
+    return f"{cleaned}-{digest}" if cleaned else digest
+
+
+def selector_labels(identity: RunIdentity) -> dict[str, str]:
+    """The labels that pick out exactly the objects of one try."""
+    return {
+        "app.kubernetes.io/name": APP_NAME,
+        "app.kubernetes.io/instance": job_name(identity),
+    }
+
+
+def run_labels(identity: RunIdentity) -> dict[str, str]:
+    """Labels a person filters on with kubectl, for the Job, its pods and its ConfigMap."""
+    labels = {
+        **selector_labels(identity),
+        "app.kubernetes.io/component": COMPONENT,
+        "app.kubernetes.io/managed-by": APP_NAME,
+        LABEL_PREFIX + "dag-id": label_value(identity.dag_id),
+        LABEL_PREFIX + "task-id": label_value(identity.task_id),
+        LABEL_PREFIX + "run-id": label_value(identity.run_id),
+        LABEL_PREFIX + "try-number": str(identity.try_number),
+    }
+    # Airflow's -1 for "not mapped" is no valid label value (it must start with a letter or digit):
+    # unmapped runs carry no map-index label, and `-l '!kubedbt.io/map-index'` finds them.
+    if identity.map_index >= 0:
+        labels[LABEL_PREFIX + "map-index"] = str(identity.map_index)
+    return labels
+
+
+def run_annotations(identity: RunIdentity) -> dict[str, str]:
+    """The identity's original, unsanitised values."""
+    return {
+        LABEL_PREFIX + "dag-id": identity.dag_id,
+        LABEL_PREFIX + "task-id": identity.task_id,
+        LABEL_PREFIX + "run-id": identity.run_id,
+        LABEL_PREFIX + "map-index": str(identity.map_index),
+        LABEL_PREFIX + "try-number": str(identity.try_number),
+    }
+
+
+def check_not_reserved(parameter: str, keys: list[str] | tuple[str, ...]) -> None:
+    """Users may add labels and annotations, but not ones kubedbt relies on to find its objects."""
+    for key in keys:
+        if key.startswith(LABEL_PREFIX) or key in (
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+        ):
+            raise InvalidSpecError(parameter, f"key {key!r} is reserved for kubedbt")

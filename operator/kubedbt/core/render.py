@@ -1,0 +1,280 @@
+"""Rendering the Job and the results ConfigMap of one dbt run, as plain dicts.
+
+The pod has two containers that share an emptyDir mounted at /kubedbt:
+- `dbt` runs the user's image with `dbt <command> ...` as an argument list. Its target and log
+  directories are on the emptyDir, so concurrent runs of one project never share artifacts, and
+  its log file is JSON (the evidence the classifier reads) while stdout stays readable text.
+- `results-uploader`, a native sidecar (an init container with restartPolicy Always), waits for
+  the kubelet to stop it once dbt has exited, then writes run_results.json and a digest of the JSON
+  log into the ConfigMap. Only the sidecar gets a service account token.
+
+The podFailurePolicy follows dbt's exit codes (https://docs.getdbt.com/reference/exit-codes):
+- 0: success.
+- 1: the run finished but nodes errored or tests failed; run_results.json is written. Running the
+  same pod again changes nothing, so the Job fails at once (FailJob); Airflow decides on retries.
+- 2: dbt could not run at all (parse, profile, target or project error), no run_results.json.
+  Deterministic as well: FailJob.
+- any other code (137 for OOMKilled, 143 for SIGTERM) counts against backoffLimit, which is 0 by
+  default: Airflow owns retries and its classifier tells which are worth one.
+Pods lost to a disruption (eviction, preemption, node drain: the DisruptionTarget condition) are
+ignored by the count and replaced, since nothing about the run itself failed.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Final
+
+from kubedbt.core import naming
+from kubedbt.core.command import ARTIFACTS_DIR, JSON_LOG_FILE, TARGET_PATH, command_line, dbt_args
+from kubedbt.core.manifests import ConfigMapManifest, JobManifest, OwnerReference
+from kubedbt.core.naming import RunIdentity
+from kubedbt.core.podtemplate import merge_pod_template
+from kubedbt.core.spec import DbtRunSpec
+
+DBT_CONTAINER: Final = "dbt"
+SIDECAR_CONTAINER: Final = "results-uploader"
+ARTIFACTS_VOLUME: Final = "kubedbt-artifacts"
+TOKEN_VOLUME: Final = "kubedbt-sa-token"
+TOKEN_DIR: Final = "/var/run/secrets/kubernetes.io/serviceaccount"
+DEFAULT_UID: Final = 1000
+
+ANNOTATION_COMMAND: Final = naming.LABEL_PREFIX + "dbt-command"
+ANNOTATION_RESULTS: Final = naming.LABEL_PREFIX + "results-configmap"
+ANNOTATION_UPLOAD_STATUS: Final = naming.LABEL_PREFIX + "upload-status"
+
+# Exit codes of the dbt container that no in-cluster retry can fix (see the module docstring).
+TERMINAL_DBT_EXIT_CODES: Final = (1, 2)
+
+# Environment defaults for dbt; the DAG's env_vars override them. Colours would litter kubectl logs
+# and usage tracking would reach for the internet from inside the cluster.
+DBT_ENV_DEFAULTS: Final = {"DBT_USE_COLORS": "false", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+
+_POD_SECURITY: Final = {
+    "runAsNonRoot": True,
+    "runAsUser": DEFAULT_UID,
+    "runAsGroup": DEFAULT_UID,
+    "fsGroup": DEFAULT_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+_CONTAINER_SECURITY: Final = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+_SIDECAR_RESOURCES: Final = {
+    "requests": {"cpu": "10m", "memory": "64Mi"},
+    "limits": {"memory": "256Mi"},
+}
+
+
+def render_job(spec: DbtRunSpec, identity: RunIdentity) -> JobManifest:
+    """The batch/v1 Job that runs one try of the dbt command in `spec`."""
+    name = naming.job_name(identity)
+    labels = {**spec.labels, **naming.run_labels(identity)}
+    annotations = {
+        **spec.annotations,
+        **naming.run_annotations(identity),
+        ANNOTATION_COMMAND: command_line(spec),
+        ANNOTATION_RESULTS: naming.results_configmap_name(identity),
+    }
+    template: dict[str, Any] = {
+        "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+        "spec": _pod_spec(spec, identity),
+    }
+    if spec.pod_template is not None:
+        template = merge_pod_template(spec.pod_template, template)
+    job: JobManifest = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": spec.namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": {
+            "backoffLimit": spec.backoff_limit,
+            "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,
+            "podFailurePolicy": _pod_failure_policy(),
+            "template": {"metadata": template["metadata"], "spec": template["spec"]},
+        },
+    }
+    if spec.active_deadline_seconds is not None:
+        job["spec"]["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    # The manifest owns all its parts: no dict is shared with the spec, the constants or itself.
+    return copy.deepcopy(job)
+
+
+def render_results_configmap(spec: DbtRunSpec, identity: RunIdentity) -> ConfigMapManifest:
+    """The empty ConfigMap the sidecar fills; created with the Job and owned by it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": naming.results_configmap_name(identity),
+            "namespace": spec.namespace,
+            "labels": {**spec.labels, **naming.run_labels(identity)},
+            "annotations": {
+                **naming.run_annotations(identity),
+                ANNOTATION_UPLOAD_STATUS: "pending",
+            },
+        },
+        "data": {},
+    }
+
+
+def owned_by_job(configmap: ConfigMapManifest, job_name: str, job_uid: str) -> ConfigMapManifest:
+    """A copy of `configmap` owned by the Job, so the garbage collector removes both together."""
+    owner: OwnerReference = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "name": job_name,
+        "uid": job_uid,
+        "controller": False,
+        "blockOwnerDeletion": False,
+    }
+    result = copy.deepcopy(configmap)
+    result["metadata"]["ownerReferences"] = [owner]
+    return result
+
+
+def _pod_failure_policy() -> dict[str, Any]:
+    return {
+        "rules": [
+            {
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            },
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": DBT_CONTAINER,
+                    "operator": "In",
+                    "values": list(TERMINAL_DBT_EXIT_CODES),
+                },
+            },
+        ]
+    }
+
+
+def _pod_spec(spec: DbtRunSpec, identity: RunIdentity) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        # Only the sidecar needs API access: it alone mounts the projected token volume below.
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": spec.termination_grace_period,
+        "securityContext": {**copy.deepcopy(_POD_SECURITY), **spec.security_context},
+        "initContainers": [_sidecar_container(spec, identity)],
+        "containers": [_dbt_container(spec)],
+        "volumes": [
+            {"name": ARTIFACTS_VOLUME, "emptyDir": {}},
+            _token_volume(),
+            *spec.volumes,
+        ],
+    }
+    optional = {
+        "serviceAccountName": spec.service_account_name,
+        "imagePullSecrets": [{"name": n} for n in spec.image_pull_secrets],
+        "nodeSelector": spec.node_selector,
+        "tolerations": list(spec.tolerations),
+        "affinity": spec.affinity,
+        "priorityClassName": spec.priority_class_name,
+    }
+    pod.update({key: value for key, value in optional.items() if value})
+    return pod
+
+
+def _dbt_container(spec: DbtRunSpec) -> dict[str, Any]:
+    user_env = {entry["name"] for entry in spec.env_vars}
+    env = [{"name": k, "value": v} for k, v in DBT_ENV_DEFAULTS.items() if k not in user_env]
+    container: dict[str, Any] = {
+        "name": DBT_CONTAINER,
+        "image": spec.image,
+        "command": ["dbt"],
+        "args": dbt_args(spec),
+        "env": env + list(spec.env_vars),
+        "volumeMounts": [
+            {"name": ARTIFACTS_VOLUME, "mountPath": ARTIFACTS_DIR},
+            *spec.volume_mounts,
+        ],
+        "securityContext": {
+            **copy.deepcopy(_CONTAINER_SECURITY),
+            **spec.container_security_context,
+        },
+        # On failure the last log lines land in the container status, where kubectl describe and
+        # the classifier see them without fetching logs.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    optional = {
+        "imagePullPolicy": spec.image_pull_policy,
+        "envFrom": list(spec.env_from),
+        "resources": spec.container_resources,
+    }
+    container.update({key: value for key, value in optional.items() if value})
+    return container
+
+
+def _sidecar_container(spec: DbtRunSpec, identity: RunIdentity) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": SIDECAR_CONTAINER,
+        "image": spec.sidecar_image,
+        # A native sidecar: started before dbt, stopped by the kubelet after dbt exits.
+        "restartPolicy": "Always",
+        "command": ["kubedbt-sidecar"],
+        "args": [
+            "--configmap",
+            naming.results_configmap_name(identity),
+            "--target-path",
+            TARGET_PATH,
+            "--log-file",
+            JSON_LOG_FILE,
+        ],
+        "env": [
+            {
+                "name": "POD_NAMESPACE",
+                "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}},
+            },
+            {
+                "name": "KUBEDBT_GRACE_SECONDS",
+                "value": str(spec.termination_grace_period),
+            },
+        ],
+        "volumeMounts": [
+            {"name": ARTIFACTS_VOLUME, "mountPath": ARTIFACTS_DIR, "readOnly": True},
+            {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
+        ],
+        "resources": copy.deepcopy(_SIDECAR_RESOURCES),
+        "securityContext": {**copy.deepcopy(_CONTAINER_SECURITY), "readOnlyRootFilesystem": True},
+    }
+    if spec.image_pull_policy is not None:
+        container["imagePullPolicy"] = spec.image_pull_policy
+    return container
+
+
+def _token_volume() -> dict[str, Any]:
+    """The service account token, CA and namespace, as automounting would provide them."""
+    return {
+        "name": TOKEN_VOLUME,
+        "projected": {
+            "defaultMode": 0o444,
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                {
+                    "configMap": {
+                        "name": "kube-root-ca.crt",
+                        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                    }
+                },
+                {
+                    "downwardAPI": {
+                        "items": [
+                            {
+                                "path": "namespace",
+                                "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+                            }
+                        ]
+                    }
+                },
+            ],
+        },
+    }

@@ -1,0 +1,172 @@
+"""Golden manifests and the invariants every rendered Job must keep."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from kubedbt import DbtRunSpec, RunIdentity, render_job, render_results_configmap
+from kubedbt.core import naming
+from kubedbt.core.render import owned_by_job
+from tests.unit.golden_cases import CASES, GOLDEN_DIR, IDENTITY
+
+
+def _rendered(name: str) -> str:
+    spec, identity = CASES[name]
+    documents = [render_job(spec, identity), render_results_configmap(spec, identity)]
+    return yaml.safe_dump_all(documents, sort_keys=False, width=100)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden_manifest(name: str, request: pytest.FixtureRequest) -> None:
+    path = GOLDEN_DIR / f"{name}.yaml"
+    rendered = _rendered(name)
+    if request.config.getoption("--update-golden"):
+        path.write_text(rendered)
+    assert path.exists(), f"no golden file {path}; run pytest --update-golden"
+    assert rendered == path.read_text(), f"{path.name} differs; review, then pytest --update-golden"
+
+
+def _pod(name: str) -> dict:
+    spec, identity = CASES[name]
+    return render_job(spec, identity)["spec"]["template"]["spec"]
+
+
+def _containers(pod: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in pod["containers"] + pod["initContainers"]}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_dbt_runs_without_a_shell_and_writes_to_the_emptydir(name: str) -> None:
+    dbt = _containers(_pod(name))["dbt"]
+    assert dbt["command"] == ["dbt"]
+    args = dbt["args"]
+    assert args[args.index("--target-path") + 1] == "/kubedbt/target"
+    assert args[args.index("--log-path") + 1] == "/kubedbt/logs"
+    assert args[args.index("--log-format-file") + 1] == "json"
+    assert {"name": "kubedbt-artifacts", "mountPath": "/kubedbt"} in dbt["volumeMounts"]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_only_the_sidecar_sees_a_token(name: str) -> None:
+    pod = _pod(name)
+    assert pod["automountServiceAccountToken"] is False
+    containers = _containers(pod)
+    token_mounts = {
+        c_name
+        for c_name, c in containers.items()
+        for m in c.get("volumeMounts", [])
+        if m["name"] == "kubedbt-sa-token"
+    }
+    assert token_mounts == {"results-uploader"}
+    assert containers["results-uploader"]["restartPolicy"] == "Always"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_safe_defaults(name: str) -> None:
+    pod = _pod(name)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in _containers(pod).values():
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_job_defaults_leave_retries_to_airflow() -> None:
+    job = render_job(*CASES["minimal"])
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["ttlSecondsAfterFinished"] == 86400
+    assert "activeDeadlineSeconds" not in job["spec"]
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
+    assert rules[1]["action"] == "FailJob"
+    assert rules[1]["onExitCodes"] == {"containerName": "dbt", "operator": "In", "values": [1, 2]}
+
+
+def test_user_env_overrides_dbt_defaults_and_keeps_order() -> None:
+    env = _containers(_pod("full"))["dbt"]["env"]
+    assert [e["name"] for e in env] == [
+        "DBT_SEND_ANONYMOUS_USAGE_STATS",
+        "DBT_ENV",
+        "DBT_USE_COLORS",
+    ]
+    assert {"name": "DBT_USE_COLORS", "value": "true"} in env
+
+
+def test_labels_cannot_be_overridden_by_user_labels() -> None:
+    spec, identity = CASES["full"]
+    job = render_job(spec, identity)
+    assert job["metadata"]["labels"]["team"] == "analytics"
+    assert job["metadata"]["labels"]["app.kubernetes.io/instance"] == job["metadata"]["name"]
+    assert job["spec"]["template"]["metadata"]["labels"] == job["metadata"]["labels"]
+
+
+def test_annotations_carry_the_original_identity_and_command() -> None:
+    spec, identity = CASES["full"]
+    annotations = render_job(spec, identity)["metadata"]["annotations"]
+    assert annotations["kubedbt.io/run-id"] == identity.run_id
+    assert annotations["kubedbt.io/dag-id"] == identity.dag_id
+    assert annotations["kubedbt.io/dbt-command"].startswith("dbt build --select tag:daily marts")
+    assert annotations["kubedbt.io/results-configmap"] == naming.results_configmap_name(identity)
+
+
+def test_sidecar_is_told_where_to_write() -> None:
+    sidecar = _containers(_pod("minimal"))["results-uploader"]
+    args = sidecar["args"]
+    assert args[args.index("--configmap") + 1] == naming.results_configmap_name(IDENTITY)
+    assert args[args.index("--log-file") + 1] == "/kubedbt/logs/dbt.log"
+
+
+def test_pod_template_fills_in_but_never_overrides() -> None:
+    pod = _pod("pod_template")
+    dbt = _containers(pod)["dbt"]
+    assert dbt["image"] == "kubedbt/dbt:dev"
+    assert dbt["resources"] == {"limits": {"memory": "3Gi"}}
+    assert [e["name"] for e in dbt["env"]] == [
+        "FROM_TEMPLATE",
+        "DBT_USE_COLORS",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS",
+        "DBT_ENV",
+    ]
+    assert pod["tolerations"] == [
+        {"key": "spot", "operator": "Exists"},
+        {"key": "batch", "operator": "Exists"},
+    ]
+    assert pod["dnsPolicy"] == "ClusterFirst"
+    spec, identity = CASES["pod_template"]
+    metadata = render_job(spec, identity)["spec"]["template"]["metadata"]
+    assert metadata["labels"]["cost-center"] == "42"
+    assert "name" not in metadata
+
+
+def test_rendering_shares_no_objects_with_the_spec() -> None:
+    spec = DbtRunSpec(command="run", image="i", volumes=[{"name": "v", "emptyDir": {}}])
+    job = render_job(spec, IDENTITY)
+    job["spec"]["template"]["spec"]["volumes"][2]["emptyDir"]["medium"] = "Memory"
+    assert spec.volumes[0] == {"name": "v", "emptyDir": {}}
+    again = render_job(spec, IDENTITY)
+    pod = again["spec"]["template"]["spec"]
+    dbt, sidecar = pod["containers"][0], pod["initContainers"][0]
+    assert dbt["securityContext"]["capabilities"] is not sidecar["securityContext"]["capabilities"]
+    assert "&id" not in yaml.safe_dump(again), "a shared object would show as a YAML anchor"
+
+
+def test_results_configmap_starts_pending_and_is_owned_by_the_job() -> None:
+    spec, identity = CASES["minimal"]
+    configmap = render_results_configmap(spec, identity)
+    assert configmap["metadata"]["name"] == naming.job_name(identity) + "-results"
+    assert configmap["metadata"]["annotations"]["kubedbt.io/upload-status"] == "pending"
+    assert configmap["data"] == {}
+    owned = owned_by_job(configmap, "job-a", "uid-1")
+    assert owned["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert "ownerReferences" not in configmap["metadata"]
+
+
+def test_namespace_applies_to_both_objects() -> None:
+    spec = DbtRunSpec(command="run", image="i", namespace="analytics")
+    identity = RunIdentity("d", "t", "r")
+    assert render_job(spec, identity)["metadata"]["namespace"] == "analytics"
+    assert render_results_configmap(spec, identity)["metadata"]["namespace"] == "analytics"
