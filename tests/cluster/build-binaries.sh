@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Build the local cluster's binaries from the Go module proxy, once per version.
+#
+# No release binaries can be downloaded here, so Kubernetes, etcd, helm and kwok are compiled from
+# their modules. k8s.io/kubernetes replaces its staging modules with local paths, which makes a
+# plain `go install` impossible: a throwaway wrapper module requires it and points every staging
+# module at its published v0.Y.Z release instead. Results are cached outside the repository under
+# $KUBEDBT_CACHE/bin/<component>-<version>/ so a second run costs nothing.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/cluster/versions.sh
+source "$here/versions.sh"
+
+log() { printf '[build-binaries] %s\n' "$*" >&2; }
+
+export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
+export GOCACHE=${GOCACHE:-$KUBEDBT_CACHE/go-build}
+
+build_kubernetes() {
+  local out=$K8S_BIN
+  if [[ -x $out/kubelet && -x $out/kubectl && -x $out/kube-apiserver ]]; then
+    log "kubernetes $K8S_VERSION cached in $out"
+    return
+  fi
+  local work minor staging_version gomod
+  work=$(mktemp -d)
+  minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  staging_version=v0.${K8S_VERSION#v1.}
+  log "building kubernetes $K8S_VERSION (staging $staging_version) in $work"
+  (
+    cd "$work"
+    go mod init kubedbt.local/k8s-wrapper >/dev/null 2>&1
+    gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    {
+      echo "require k8s.io/kubernetes $K8S_VERSION"
+      echo "replace ("
+      # Generated from kubernetes' own go.mod so the list can never fall behind a version bump.
+      sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\t\1 => \1 '"$staging_version"'#p' "$gomod"
+      echo ")"
+    } >>go.mod
+    printf 'package main\nimport _ "k8s.io/kubernetes/cmd/kubelet/app"\nfunc main() {}\n' >tools.go
+    go mod tidy >/dev/null
+    local date ld pkg
+    date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    ld="-s -w"
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ld+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+      ld+=" -X $pkg.gitCommit=0000000000000000000000000000000000000000"
+      ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
+    done
+    mkdir -p "$out.tmp"
+    go build -trimpath -tags selinux,notest -ldflags "$ld" -o "$out.tmp/" \
+      k8s.io/kubernetes/cmd/kube-apiserver \
+      k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler \
+      k8s.io/kubernetes/cmd/kubelet \
+      k8s.io/kubernetes/cmd/kube-proxy \
+      k8s.io/kubernetes/cmd/kubectl
+    # The pause container's source ships in the module; keep it beside the binaries.
+    cp "$(go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION/build/pause/linux/pause.c" "$out.tmp/"
+  )
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  rm -rf "$work"
+}
+
+build_etcd() {
+  if [[ -x $ETCD_BIN/etcd ]]; then
+    log "etcd $ETCD_VERSION cached"
+    return
+  fi
+  local work
+  work=$(mktemp -d)
+  log "building etcd $ETCD_VERSION"
+  (
+    cd "$work"
+    go mod init kubedbt.local/etcd-wrapper >/dev/null 2>&1
+    printf 'package main\nimport _ "go.etcd.io/etcd/server/v3/etcdmain"\nfunc main() {}\n' >tools.go
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1
+    go mod tidy >/dev/null
+    mkdir -p "$ETCD_BIN.tmp"
+    go build -trimpath -ldflags "-s -w" -o "$ETCD_BIN.tmp/etcd" go.etcd.io/etcd/server/v3
+  )
+  rm -rf "$ETCD_BIN" && mv "$ETCD_BIN.tmp" "$ETCD_BIN"
+  rm -rf "$work"
+}
+
+go_install() { # name module@version dir
+  local name=$1 target=$2 dir=$3
+  if [[ -x $dir/$name ]]; then
+    log "$name cached"
+    return
+  fi
+  log "installing $target"
+  mkdir -p "$dir"
+  GOBIN=$dir go install -trimpath -ldflags "${4:-}" "$target"
+}
+
+mkdir -p "$KUBEDBT_CACHE/bin"
+build_kubernetes
+build_etcd
+go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$HELM_BIN" \
+  "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$KWOK_BIN" "-s -w"
+log "binaries ready under $KUBEDBT_CACHE/bin"
