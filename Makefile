@@ -36,7 +36,7 @@ test-unit: venv ## Fast tests of the pure code (no cluster)
 
 .PHONY: golden
 golden: venv ## Rewrite the golden manifests after a deliberate rendering change
-	$(BIN)/pytest tests/unit/test_render.py --update-golden
+	$(BIN)/pytest tests/unit/test_render.py tests/unit/test_readme.py --update-golden
 
 .PHONY: test
 test: lint test-unit ## Everything CI runs
