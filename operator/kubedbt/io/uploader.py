@@ -1,0 +1,141 @@
+"""The results uploader that runs as the pod's native sidecar.
+
+It starts before dbt and does nothing until the kubelet sends it SIGTERM, which for a native sidecar
+happens once the dbt container has exited (or when the pod is deleted). Then, inside the pod's
+termination grace period, it reads run_results.json and dbt's JSON log from the shared emptyDir,
+packs them under the ConfigMap size limit and patches the ConfigMap the operator created.
+
+It never changes the pod's outcome: whatever fails, it logs what and exits 0. When the ConfigMap
+cannot be patched with results, it still tries to mark it `failed` with the reason, so a reader can
+tell "not uploaded yet" from "could not upload".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubedbt.core import results
+from kubedbt.core.errors import shorten
+from kubedbt.io.retry import DEFAULT_POLICY, RetryPolicy, retrying
+
+log = logging.getLogger("kubedbt.sidecar")
+
+# Seconds kept back from the grace period for the process to exit before SIGKILL.
+EXIT_MARGIN = 3.0
+REQUEST_TIMEOUT = (5.0, 15.0)
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    """Where results come from and where they go."""
+
+    namespace: str
+    configmap: str
+    target_path: Path
+    log_file: Path
+
+
+def collect(target: UploadTarget) -> tuple[dict[str, Any] | None, list[results.LogEvent]]:
+    """run_results.json (None when dbt wrote none) and the error events of the JSON log."""
+    events: list[results.LogEvent] = []
+    if target.log_file.exists():
+        with target.log_file.open(encoding="utf-8", errors="replace") as lines:
+            events = results.digest_log(lines)
+    run_results_file = target.target_path / "run_results.json"
+    if not run_results_file.exists():
+        return None, events
+    return json.loads(run_results_file.read_text(encoding="utf-8")), events
+
+
+def patch_body(
+    data: dict[str, str], binary: dict[str, str], status: results.UploadStatus, error: str | None
+) -> dict[str, Any]:
+    """A merge patch that fills the ConfigMap and sets its upload status."""
+    return {
+        "metadata": {
+            "annotations": {results.UPLOAD_STATUS: status, results.UPLOAD_ERROR: error},
+        },
+        "data": data or None,
+        "binaryData": binary or None,
+    }
+
+
+def upload(core_v1: Any, target: UploadTarget, policy: RetryPolicy) -> results.UploadStatus:
+    """Read, pack and patch; returns the status written. Raises when the API keeps refusing."""
+    patch = retrying(policy)
+    try:
+        run_results, events = collect(target)
+        data, binary, status = results.pack(run_results, events)
+        error = None
+    except (OSError, ValueError) as e:
+        log.exception("could not read dbt's artifacts")
+        data, binary, status, error = {}, {}, "failed", shorten(f"{type(e).__name__}: {e}", 500)
+    size = results.payload_size(data, binary)
+    log.info("uploading %s (%d bytes) to configmap %s", status, size, target.configmap)
+    patch(
+        core_v1.patch_namespaced_config_map,
+        target.configmap,
+        target.namespace,
+        patch_body(data, binary, status, error),
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+    return status
+
+
+def mark_failed(core_v1: Any, target: UploadTarget, reason: str, policy: RetryPolicy) -> None:
+    """Best effort: record on the ConfigMap that the upload failed, and why."""
+    body = patch_body({}, {}, "failed", shorten(reason, 500))
+    retrying(policy)(
+        core_v1.patch_namespaced_config_map,
+        target.configmap,
+        target.namespace,
+        body,
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+
+
+def wait_for_stop() -> signal.Signals:
+    """Block until SIGTERM or SIGINT: the kubelet's word that dbt has exited.
+
+    The pod's lifetime bounds this wait: the kubelet always stops its sidecars at the end.
+    """
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    log.info("waiting for the dbt container to finish")
+    return signal.Signals(signal.sigwait(stop_signals))
+
+
+def run(core_v1: Any, target: UploadTarget, *, grace_seconds: float) -> int:
+    """Wait for dbt to end, then upload within the grace period. Always returns 0."""
+    received = wait_for_stop()
+    log.info("%s received: collecting results", received.name)
+    started = time.monotonic()
+    budget = max(1.0, grace_seconds - EXIT_MARGIN)
+    try:
+        status = upload(core_v1, target, DEFAULT_POLICY.within(budget * 0.8))
+        log.info("upload finished: %s in %.1fs", status, time.monotonic() - started)
+    except Exception as e:  # the pod's outcome must never depend on the upload
+        log.exception("upload failed")
+        remaining = budget - (time.monotonic() - started)
+        if remaining > 1:
+            try:
+                mark_failed(
+                    core_v1, target, f"{type(e).__name__}: {e}", DEFAULT_POLICY.within(remaining)
+                )
+            except Exception:
+                log.exception("could not mark the configmap as failed either")
+    return 0
+
+
+def namespace_from_environment() -> str:
+    """The pod's namespace: POD_NAMESPACE (downward API) or the service account's namespace file."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    return Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read_text().strip()
