@@ -97,8 +97,10 @@ def test_ten_thousand_nodes_fit_with_the_loss_recorded() -> None:
     assert decoded.run_results is not None
     kept = decoded.run_results["results"]
     assert all("compiled_code" not in r for r in kept)
-    # Whatever was given up, the failed nodes are still there, with their messages.
-    failed = {r["unique_id"] for r in document["results"] if r["status"] in ("error", "fail")}
+    # Whatever was given up, the nodes `dbt retry` needs are still there.
+    failed = {
+        r["unique_id"] for r in document["results"] if r["status"] in ("error", "fail", "skipped")
+    }
     assert failed <= {r["unique_id"] for r in kept}
     dropped = decoded.summary["dropped"]
     print(f"10,000 nodes: {raw_size} bytes raw -> {size} bytes packed, dropped {dropped}")
@@ -133,6 +135,15 @@ def test_detail_is_given_up_in_order(limit: int, dropped: list[str]) -> None:
     assert results.payload_size(data, binary) <= limit - results.METADATA_RESERVE
     assert json.loads(data[results.SUMMARY_KEY])["dropped"] == dropped
     assert (results.RUN_RESULTS_KEY in binary) == ("run_results" not in dropped)
+    if "successful_results" in dropped and results.RUN_RESULTS_KEY in binary:
+        kept = results.decode(_configmap(data, binary, "uploaded")).run_results
+        assert kept is not None
+        expected = [
+            r["unique_id"]
+            for r in document["results"]
+            if r["status"] in ("error", "fail", "skipped")
+        ]
+        assert [r["unique_id"] for r in kept["results"]] == expected
 
 
 def test_no_run_results_keeps_the_digest() -> None:

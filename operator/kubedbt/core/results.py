@@ -12,7 +12,8 @@ yet), `uploaded` (results present), `no-results` (dbt wrote none; the digest say
 A ConfigMap holds at most 1 MiB. When the compressed run_results do not fit, the packer gives up
 detail in a fixed order and records each step in the summary's `dropped` list: first
 `compiled_code`, then long messages are shortened, then timings and adapter responses go, and
-last the results of successful nodes (their counts stay in the summary).
+last the results of successful nodes (their counts stay in the summary; errored, failed and skipped
+nodes stay, so `dbt retry` on the next try still knows what to rerun).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ UPLOAD_ERROR: Final = "kubedbt.io/upload-error"
 UploadStatus = Literal["pending", "uploaded", "no-results", "failed"]
 UPLOAD_STATUSES: Final[tuple[UploadStatus, ...]] = ("pending", "uploaded", "no-results", "failed")
 FAILED_STATUSES: Final = frozenset({"error", "fail", "runtime error"})
+SUCCESSFUL_STATUSES: Final = frozenset({"success", "pass", "warn"})
 
 MAX_FAILURES: Final = 50
 MAX_SLOWEST: Final = 5
@@ -183,9 +185,10 @@ def _drop_timings(document: dict[str, Any]) -> None:
     _drop_key(document, "adapter_response")
 
 
-def _keep_failed_only(document: dict[str, Any]) -> None:
+def _keep_unsuccessful(document: dict[str, Any]) -> None:
+    # Skipped nodes stay: `dbt retry` reruns them along with the errored and failed ones.
     document["results"] = [
-        r for r in document.get("results") or [] if r.get("status") in FAILED_STATUSES
+        r for r in document.get("results") or [] if r.get("status") not in SUCCESSFUL_STATUSES
     ]
 
 
@@ -194,7 +197,7 @@ _REDUCTIONS: Final = (
     ("compiled_code", lambda d: _drop_key(d, "compiled_code")),
     ("long_messages", lambda d: _shorten_messages(d, SHORT_MESSAGE_CHARS)),
     ("timing", _drop_timings),
-    ("successful_results", _keep_failed_only),
+    ("successful_results", _keep_unsuccessful),
 )
 
 
