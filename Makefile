@@ -23,6 +23,17 @@ $(BIN)/.installed: pyproject.toml
 .PHONY: venv
 venv: $(BIN)/.installed ## Create .venv with the package and its dev tools
 
+# dbt itself, pinned exactly as in the dbt image, for tests that need real dbt artifacts.
+DBT_VENV := .venv-dbt
+$(DBT_VENV)/.installed: images/dbt/requirements.txt
+	$(PYTHON) -m venv $(DBT_VENV)
+	$(DBT_VENV)/bin/pip install --quiet --upgrade pip
+	$(DBT_VENV)/bin/pip install --quiet --no-deps -r images/dbt/requirements.txt
+	touch $@
+
+.PHONY: dbt-venv
+dbt-venv: $(DBT_VENV)/.installed ## Create .venv-dbt with the dbt image's pinned dbt
+
 .PHONY: lint
 lint: venv ## ruff, mypy --strict and the import-linter layer contracts
 	$(BIN)/ruff check operator tests
@@ -31,8 +42,8 @@ lint: venv ## ruff, mypy --strict and the import-linter layer contracts
 	$(BIN)/lint-imports
 
 .PHONY: test-unit
-test-unit: venv ## Fast tests of the pure code (no cluster)
-	$(BIN)/pytest tests/unit
+test-unit: venv dbt-venv ## Tests of the pure code and the uploader on real dbt output (no cluster)
+	KUBEDBT_DBT=$(DBT_VENV)/bin/dbt $(BIN)/pytest tests/unit
 
 .PHONY: golden
 golden: venv ## Rewrite the golden manifests after a deliberate rendering change

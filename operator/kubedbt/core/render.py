@@ -23,6 +23,7 @@ ignored by the count and replaced, since nothing about the run itself failed.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any, Final
 
 from kubedbt.core import naming
@@ -30,10 +31,15 @@ from kubedbt.core.command import ARTIFACTS_DIR, JSON_LOG_FILE, TARGET_PATH, comm
 from kubedbt.core.manifests import ConfigMapManifest, JobManifest, OwnerReference
 from kubedbt.core.naming import RunIdentity
 from kubedbt.core.podtemplate import merge_pod_template
+from kubedbt.core.results import RUN_RESULTS_KEY
 from kubedbt.core.spec import DbtRunSpec
 
 DBT_CONTAINER: Final = "dbt"
 SIDECAR_CONTAINER: Final = "results-uploader"
+RESTORE_CONTAINER: Final = "restore-state"
+PREVIOUS_VOLUME: Final = "kubedbt-previous-results"
+PREVIOUS_DIR: Final = "/kubedbt-previous"
+STATE_DIR: Final = f"{ARTIFACTS_DIR}/state"
 ARTIFACTS_VOLUME: Final = "kubedbt-artifacts"
 TOKEN_VOLUME: Final = "kubedbt-sa-token"
 TOKEN_DIR: Final = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -67,8 +73,14 @@ _SIDECAR_RESOURCES: Final = {
 }
 
 
-def render_job(spec: DbtRunSpec, identity: RunIdentity) -> JobManifest:
-    """The batch/v1 Job that runs one try of the dbt command in `spec`."""
+def render_job(
+    spec: DbtRunSpec, identity: RunIdentity, *, state_from: str | None = None
+) -> JobManifest:
+    """The batch/v1 Job that runs one try of the dbt command in `spec`.
+
+    `state_from` names a previous try's results ConfigMap: its run_results.json is unpacked into
+    STATE_DIR before dbt starts, for `dbt retry --state` (see retry_spec).
+    """
     name = naming.job_name(identity)
     labels = {**spec.labels, **naming.run_labels(identity)}
     annotations = {
@@ -79,7 +91,7 @@ def render_job(spec: DbtRunSpec, identity: RunIdentity) -> JobManifest:
     }
     template: dict[str, Any] = {
         "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
-        "spec": _pod_spec(spec, identity),
+        "spec": _pod_spec(spec, identity, state_from),
     }
     if spec.pod_template is not None:
         template = merge_pod_template(spec.pod_template, template)
@@ -157,7 +169,7 @@ def _pod_failure_policy() -> dict[str, Any]:
     }
 
 
-def _pod_spec(spec: DbtRunSpec, identity: RunIdentity) -> dict[str, Any]:
+def _pod_spec(spec: DbtRunSpec, identity: RunIdentity, state_from: str | None) -> dict[str, Any]:
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         # Only the sidecar needs API access: it alone mounts the projected token volume below.
@@ -181,7 +193,61 @@ def _pod_spec(spec: DbtRunSpec, identity: RunIdentity) -> dict[str, Any]:
         "priorityClassName": spec.priority_class_name,
     }
     pod.update({key: value for key, value in optional.items() if value})
+    if state_from is not None:
+        pod["initContainers"].insert(0, _restore_state_container(spec))
+        pod["volumes"].append(
+            {
+                "name": PREVIOUS_VOLUME,
+                "configMap": {
+                    "name": state_from,
+                    "items": [{"key": RUN_RESULTS_KEY, "path": RUN_RESULTS_KEY}],
+                },
+            }
+        )
     return pod
+
+
+def retry_spec(spec: DbtRunSpec) -> DbtRunSpec:
+    """The spec of a try that reruns only what the previous try did not finish (`dbt retry`).
+
+    dbt retry repeats the previous invocation's own arguments (selection, vars, full refresh) for
+    the nodes that errored, failed or were skipped, reading them from the run_results.json in
+    --state; render_job(..., state_from=...) puts that file there.
+    """
+    return dataclasses.replace(
+        spec,
+        command="retry",
+        select=(),
+        exclude=(),
+        selector=None,
+        full_refresh=False,
+        macro=None,
+        macro_args={},
+        state=STATE_DIR,
+    )
+
+
+def _restore_state_container(spec: DbtRunSpec) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": RESTORE_CONTAINER,
+        "image": spec.sidecar_image,
+        "command": ["kubedbt-sidecar", "restore-state"],
+        "args": [
+            "--archive",
+            f"{PREVIOUS_DIR}/{RUN_RESULTS_KEY}",
+            "--into",
+            STATE_DIR,
+        ],
+        "volumeMounts": [
+            {"name": ARTIFACTS_VOLUME, "mountPath": ARTIFACTS_DIR},
+            {"name": PREVIOUS_VOLUME, "mountPath": PREVIOUS_DIR, "readOnly": True},
+        ],
+        "resources": copy.deepcopy(_SIDECAR_RESOURCES),
+        "securityContext": {**copy.deepcopy(_CONTAINER_SECURITY), "readOnlyRootFilesystem": True},
+    }
+    if spec.image_pull_policy is not None:
+        container["imagePullPolicy"] = spec.image_pull_policy
+    return container
 
 
 def _dbt_container(spec: DbtRunSpec) -> dict[str, Any]:

@@ -149,14 +149,19 @@ def digest_log(lines: Iterable[str]) -> list[LogEvent]:
         info = event.get("info") if isinstance(event, dict) else None
         if not isinstance(info, dict) or info.get("level") != "error":
             continue
-        data = event.get("data")
-        node_info = data.get("node_info") if isinstance(data, dict) else None
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        node_info = data.get("node_info")
         node = node_info.get("unique_id") if isinstance(node_info, dict) else None
+        message = str(info.get("msg", ""))
+        # MainEncounteredError (exit code 2) carries the underlying exception in data.exc.
+        exc = data.get("exc")
+        if isinstance(exc, str) and exc and exc not in message:
+            message = f"{message}\n{exc}" if message else exc
         events.append(
             {
                 "code": str(info.get("code", "")),
                 "name": str(info.get("name", "")),
-                "message": shorten(str(info.get("msg", "")), MESSAGE_CHARS),
+                "message": shorten(message, MESSAGE_CHARS),
                 "node": node,
             }
         )

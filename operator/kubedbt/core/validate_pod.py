@@ -16,7 +16,7 @@ from kubedbt.core import validate
 from kubedbt.core.errors import InvalidSpecError
 
 # Names kubedbt gives its own volumes and the mount path of its artifacts emptyDir.
-RESERVED_VOLUMES: Final = ("kubedbt-artifacts", "kubedbt-sa-token")
+RESERVED_VOLUMES: Final = ("kubedbt-artifacts", "kubedbt-sa-token", "kubedbt-previous-results")
 RESERVED_MOUNT: Final = "/kubedbt"
 
 AFFINITY_KEYS: Final = ("nodeAffinity", "podAffinity", "podAntiAffinity")

@@ -1,0 +1,123 @@
+"""DbtJobTrigger: watches one run from the triggerer and yields one typed event.
+
+Its arguments live in a frozen dataclass, TriggerArgs; serialize() is derived from it, so what the
+operator hands over and what the triggerer rebuilds cannot drift apart. It opens one API client per
+run (through the cncf-kubernetes connection), watches rather than polls, classifies the outcome
+itself and sends back only what the worker needs: the outcome, the summary and the log tail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from kubedbt.airflow.events import RunEvent, error_event, run_event
+from kubedbt.core.classify import classify
+from kubedbt.io.kube import RunClient
+from kubedbt.io.retry import RetryPolicy
+from kubedbt.io.watch import RunRef, WatchLimits, watch_run
+
+
+@dataclass(frozen=True)
+class ConnectionArgs:
+    """How to reach the cluster: the cncf-kubernetes connection and its per-task overrides."""
+
+    kubernetes_conn_id: str | None = "kubernetes_default"
+    cluster_context: str | None = None
+    config_file: str | None = None
+    in_cluster: bool | None = None
+
+    def async_hook(self) -> AsyncKubernetesHook:
+        """The provider's async hook for this connection."""
+        return AsyncKubernetesHook(
+            conn_id=self.kubernetes_conn_id,
+            cluster_context=self.cluster_context,
+            config_file=self.config_file,
+            in_cluster=self.in_cluster,
+        )
+
+
+@dataclass(frozen=True)
+class TriggerArgs:
+    """Everything DbtJobTrigger needs, as plain serialisable values."""
+
+    job_name: str
+    namespace: str
+    configmap_name: str
+    selector: dict[str, str]
+    startup_deadline: float
+    execution_deadline: float | None = None
+    results_timeout: float = 60.0
+    log_tail_lines: int = 50
+    memory_limit: str | None = None
+    connection: ConnectionArgs = field(default_factory=ConnectionArgs)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """Plain JSON-able keyword arguments (nested dataclasses become dicts)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> TriggerArgs:
+        """The inverse of to_kwargs."""
+        values = dict(kwargs)
+        values["connection"] = ConnectionArgs(**values.get("connection", {}))
+        values["retry"] = RetryPolicy(**values.get("retry", {}))
+        return cls(**values)
+
+    def run_ref(self) -> RunRef:
+        """The run this trigger watches."""
+        return RunRef(self.job_name, self.namespace, self.configmap_name, self.selector)
+
+    def limits(self) -> WatchLimits:
+        """The deadlines of the watch."""
+        return WatchLimits(
+            startup_deadline=self.startup_deadline,
+            execution_deadline=self.execution_deadline,
+            results_timeout=self.results_timeout,
+            log_tail_lines=self.log_tail_lines,
+        )
+
+
+class DbtJobTrigger(BaseTrigger):
+    """Waits for a kubedbt run to end and yields a RunEvent."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger is unannotated
+        self.args = TriggerArgs.from_kwargs(kwargs)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Class path and keyword arguments to rebuild this trigger in the triggerer."""
+        return f"{type(self).__module__}.{type(self).__qualname__}", self.args.to_kwargs()
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Watch the run, classify how it ended and yield exactly one event."""
+        args = self.args
+        event: RunEvent
+        try:
+            async with args.connection.async_hook().get_conn() as api_client:
+                client = RunClient(api_client, args.retry)
+                result = await watch_run(
+                    client, args.run_ref(), args.limits(), memory_limit=args.memory_limit
+                )
+            event = run_event(args.job_name, args.namespace, classify(result.evidence), result)
+        except Exception as e:  # the worker decides what to do; the triggerer must not crash
+            self.log.exception("watching %s/%s failed", args.namespace, args.job_name)
+            event = error_event(args.job_name, args.namespace, f"{type(e).__name__}: {e}")
+        yield TriggerEvent(dict(event))
+
+    async def on_kill(self) -> None:
+        """The task was cleared or marked while deferred: delete this try's Job and its pods."""
+        args = self.args
+        async with args.connection.async_hook().get_conn() as api_client:
+            deleted = await RunClient(api_client, args.retry).delete_job(
+                args.job_name, args.namespace
+            )
+        self.log.info(
+            "Job %s/%s %s", args.namespace, args.job_name, "deleted" if deleted else "was gone"
+        )

@@ -1,0 +1,28 @@
+"""A run's summary as text a person reads in the task log or a terminal."""
+
+from __future__ import annotations
+
+from kubedbt.core.results import Summary
+
+
+def summary_lines(summary: Summary) -> list[str]:
+    """Counts by status, failed nodes with their messages and the slowest nodes."""
+    counts = ", ".join(f"{count} {status}" for status, count in summary["counts"].items())
+    elapsed = summary["elapsed_time"]
+    took = f" in {elapsed:.1f}s" if elapsed is not None else ""
+    command = f"dbt {summary['command']}" if summary["command"] else "dbt"
+    lines = [f"{command} finished{took}: {summary['nodes']} nodes ({counts or 'none'})"]
+    if summary["failures"]:
+        lines.append("Failed nodes:")
+        for failure in summary["failures"]:
+            message = " ".join(failure["message"].split())
+            rows = f" ({failure['failures']} failing rows)" if failure["failures"] else ""
+            lines.append(f"  {failure['status']:<6} {failure['unique_id']}{rows}: {message}")
+        if summary["failures_omitted"]:
+            lines.append(f"  ... and {summary['failures_omitted']} more")
+    if summary["slowest"]:
+        lines.append("Slowest nodes:")
+        lines += [f"  {n['execution_time']:8.2f}s  {n['unique_id']}" for n in summary["slowest"]]
+    if summary["dropped"]:
+        lines.append(f"(the stored run_results left out: {', '.join(summary['dropped'])})")
+    return lines

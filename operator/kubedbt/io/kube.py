@@ -1,0 +1,235 @@
+"""The Kubernetes calls kubedbt makes, over one async API client, each under the retry policy.
+
+Objects come back as the API's JSON (camelCase dicts), the shape the pure layer reads, so nothing
+above this module touches client models.
+
+Creating a run is idempotent: a 409 on the Job means this very try's Job exists already (a worker
+restarted) and is adopted; a failure between the Job and its ConfigMap deletes the Job again, so no
+half-created run is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio import client, watch
+
+from kubedbt.core import naming
+from kubedbt.core.errors import RetryableError, TerminalError
+from kubedbt.core.manifests import ConfigMapManifest, JobManifest
+from kubedbt.core.render import DBT_ENV_DEFAULTS, owned_by_job
+from kubedbt.io.retry import DEFAULT_POLICY, RetryPolicy, async_retrying, status_of
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CreatedRun:
+    """The Job of a run as it exists in the cluster."""
+
+    job_name: str
+    namespace: str
+    uid: str
+    adopted: bool
+
+
+class RunClient:
+    """Kubernetes operations on runs, sharing one ApiClient (one connection pool) per caller."""
+
+    def __init__(self, api_client: client.ApiClient, policy: RetryPolicy = DEFAULT_POLICY) -> None:
+        self.api_client = api_client
+        self.policy = policy
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        return await async_retrying(self.policy)(method, *args, **kwargs)
+
+    def to_json(self, model: Any) -> JSON:
+        """A client model as the API's JSON."""
+        result: JSON = self.api_client.sanitize_for_serialization(model)
+        return result
+
+    # --- runs ---
+
+    async def create_run(self, job: JobManifest, configmap: ConfigMapManifest) -> CreatedRun:
+        """Create the Job, then its ConfigMap owned by it; adopt both if this try exists already."""
+        namespace = job["metadata"]["namespace"]
+        name = job["metadata"]["name"]
+        adopted = False
+        try:
+            created = await self._call(self.batch.create_namespaced_job, namespace, job)
+        except client.ApiException as e:
+            if e.status != 409:
+                raise _api_error(f"creating Job {namespace}/{name}", e, _env_values(job)) from e
+            created = await self._call(self.batch.read_namespaced_job, name, namespace)
+            _check_same_try(self.to_json(created), job)
+            adopted = True
+            log.info("Job %s/%s exists already: adopting it", namespace, name)
+        uid = created.metadata.uid
+        try:
+            await self._call(
+                self.core.create_namespaced_config_map,
+                namespace,
+                owned_by_job(configmap, name, uid),
+            )
+        except client.ApiException as e:
+            if e.status != 409:
+                if not adopted:
+                    await self.delete_job(name, namespace)
+                raise _api_error(
+                    f"creating ConfigMap {namespace}/{configmap['metadata']['name']}", e
+                ) from e
+        return CreatedRun(job_name=name, namespace=namespace, uid=uid, adopted=adopted)
+
+    async def delete_job(self, name: str, namespace: str) -> bool:
+        """Delete a Job and, in the foreground, its pods; False when it was gone already."""
+        try:
+            await self._call(
+                self.batch.delete_namespaced_job,
+                name,
+                namespace,
+                body=client.V1DeleteOptions(propagation_policy="Foreground"),
+            )
+        except client.ApiException as e:
+            if e.status == 404:
+                return False
+            raise _api_error(f"deleting Job {namespace}/{name}", e) from e
+        return True
+
+    async def read_job(self, name: str, namespace: str) -> JSON | None:
+        """The Job, or None when it does not exist."""
+        return await self._read(self.batch.read_namespaced_job, name, namespace)
+
+    async def read_configmap(self, name: str, namespace: str) -> JSON | None:
+        """A ConfigMap, or None when it does not exist."""
+        return await self._read(self.core.read_namespaced_config_map, name, namespace)
+
+    async def _read(self, method: Any, name: str, namespace: str) -> JSON | None:
+        try:
+            return self.to_json(await self._call(method, name, namespace))
+        except client.ApiException as e:
+            if e.status == 404:
+                return None
+            raise _api_error(f"reading {namespace}/{name}", e) from e
+
+    async def list_pods(
+        self, namespace: str, selector: Mapping[str, str]
+    ) -> tuple[list[JSON], str]:
+        """The pods matching `selector`, and the list's resourceVersion to watch from."""
+        listing = await self._call(
+            self.core.list_namespaced_pod, namespace, label_selector=_selector(selector)
+        )
+        return [self.to_json(p) for p in listing.items], listing.metadata.resource_version
+
+    async def list_jobs(self, namespace: str, name: str) -> tuple[list[JSON], str]:
+        """The Job named `name` as a list (empty when absent), and the list's resourceVersion."""
+        listing = await self._call(
+            self.batch.list_namespaced_job, namespace, field_selector=f"metadata.name={name}"
+        )
+        return [self.to_json(j) for j in listing.items], listing.metadata.resource_version
+
+    async def log_tail(self, pod: str, namespace: str, container: str, lines: int) -> str | None:
+        """The last `lines` lines of a container's log, or None when it cannot be read."""
+        try:
+            text = await self._call(
+                self.core.read_namespaced_pod_log,
+                pod,
+                namespace,
+                container=container,
+                tail_lines=lines,
+            )
+        except client.ApiException as e:
+            log.warning("cannot read the log of %s/%s: %s", namespace, pod, e.reason)
+            return None
+        return str(text)
+
+    async def follow_log(self, pod: str, namespace: str, container: str) -> AsyncIterator[str]:
+        """The container's log, line by line, until the container ends."""
+        response = await self.core.read_namespaced_pod_log(
+            pod, namespace, container=container, follow=True, _preload_content=False
+        )
+        try:
+            async for raw in response.content:
+                yield raw.decode("utf-8", errors="replace").rstrip("\n")
+        finally:
+            response.release()
+
+    async def watch(
+        self,
+        method: Any,
+        namespace: str,
+        *,
+        resource_version: str,
+        timeout_seconds: int,
+        **selectors: str,
+    ) -> AsyncIterator[tuple[str, JSON]]:
+        """Events of one watch request: (type, object as JSON), ending at the server timeout."""
+        stream = watch.Watch()
+        async with stream:
+            async for event in stream.stream(
+                method,
+                namespace,
+                resource_version=resource_version,
+                timeout_seconds=timeout_seconds,
+                allow_watch_bookmarks=True,
+                **selectors,
+            ):
+                yield event["type"], event["raw_object"]
+
+
+def _selector(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in labels.items())
+
+
+def label_selector(labels: Mapping[str, str]) -> str:
+    """A label selector string matching all of `labels`."""
+    return _selector(labels)
+
+
+def _check_same_try(existing: JSON, wanted: JobManifest) -> None:
+    """A 409 is only adoptable when the existing Job is the same try of the same task."""
+    have = (existing.get("metadata") or {}).get("annotations") or {}
+    want = wanted["metadata"]["annotations"]
+    keys = [
+        naming.LABEL_PREFIX + k for k in ("dag-id", "task-id", "run-id", "map-index", "try-number")
+    ]
+    if any(have.get(k) != want.get(k) for k in keys):
+        where = f"{wanted['metadata']['namespace']}/{wanted['metadata']['name']}"
+        raise TerminalError(
+            f"Job {where} exists but belongs to another task instance; refusing to adopt it"
+        )
+
+
+def _env_values(job: JobManifest) -> list[str]:
+    """The env values a DAG gave its containers: never to be repeated in an error."""
+    containers = job["spec"]["template"]["spec"].get("containers", [])
+    return [
+        e["value"]
+        for c in containers
+        for e in c.get("env", [])
+        if e.get("value") and e["name"] not in DBT_ENV_DEFAULTS
+    ]
+
+
+def _api_error(
+    action: str, error: client.ApiException, secrets: list[str] | None = None
+) -> Exception:
+    status = status_of(error)
+    text = f"{action} failed: {status} {error.reason}"
+    body = str(getattr(error, "body", "") or "")
+    if body:
+        # The API server may echo the values it refused; env values may be credentials.
+        for secret in sorted(secrets or [], key=len, reverse=True):
+            body = body.replace(secret, "***")
+        text += f": {body[:500]}"
+    return (
+        RetryableError(text)
+        if status is None or status >= 500 or status == 429
+        else TerminalError(text)
+    )
