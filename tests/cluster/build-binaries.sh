@@ -96,6 +96,10 @@ go_install() { # name module@version dir
 }
 
 mkdir -p "$KUBEDBT_CACHE/bin"
+# Two callers at once (say up.sh beside a background build) would compile everything twice and
+# race on the same output directories; the second one waits here and then finds the cache.
+exec 9>"$KUBEDBT_CACHE/build.lock"
+flock 9
 build_kubernetes
 build_etcd
 go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$HELM_BIN" \

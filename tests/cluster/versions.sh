@@ -1,4 +1,5 @@
 # Versions and paths of the local cluster, sourced by every script in this folder.
+# shellcheck shell=bash disable=SC2034 # the variables are for the scripts that source this file
 # Bumping a version here rebuilds that component on the next `make cluster-up`; the old cache stays.
 K8S_VERSION=${K8S_VERSION:-v1.34.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.5.35}
