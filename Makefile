@@ -49,5 +49,38 @@ test-unit: venv dbt-venv ## Tests of the pure code and the uploader on real dbt 
 golden: venv ## Rewrite the golden manifests after a deliberate rendering change
 	$(BIN)/pytest tests/unit/test_render.py tests/unit/test_readme.py --update-golden
 
+# --- the local cluster (tests/cluster/*.sh) ---
+CLUSTER_STATE ?= /var/lib/kubedbt-cluster
+export KUBECONFIG ?= $(CLUSTER_STATE)/admin.kubeconfig
+
+.PHONY: cluster-up
+cluster-up: ## Build (once, cached) and start the local Kubernetes cluster
+	tests/cluster/up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and remove its state (binaries and images stay cached)
+	tests/cluster/down.sh
+
+.PHONY: cluster-status
+cluster-status: ## Show the local cluster's components and node
+	tests/cluster/status.sh
+
+.PHONY: images
+images: ## Build every images/*/Dockerfile and import the images into the cluster
+	tests/cluster/images.sh
+
+.PHONY: test-cluster
+test-cluster: venv ## Cluster smoke tests and the renderer's server-side dry run (cluster up)
+	KUBEDBT_REQUIRE_CLUSTER=1 $(BIN)/pytest tests/cluster
+
+.PHONY: test-e2e
+test-e2e: venv ## DAGs through Airflow on the local cluster with the real images (cluster up, images built)
+	KUBEDBT_REQUIRE_CLUSTER=1 $(BIN)/pytest tests/e2e
+
 .PHONY: test
-test: lint test-unit ## Everything CI runs
+test: lint test-unit ## Everything CI runs: lint, unit, then cluster and end-to-end tests
+	$(MAKE) cluster-up
+	status=0; \
+	$(MAKE) images && $(MAKE) test-cluster && $(MAKE) test-e2e || status=$$?; \
+	$(MAKE) cluster-down; \
+	exit $$status

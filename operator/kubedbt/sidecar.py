@@ -7,6 +7,7 @@ the package without the airflow extra.
 from __future__ import annotations
 
 import argparse
+import gzip
 import logging
 import os
 import sys
@@ -36,12 +37,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def restore_state(argv: Sequence[str]) -> int:
+    """Unpack a previous try's run_results.json.gz into the directory `dbt retry --state` reads."""
+    parser = argparse.ArgumentParser(
+        prog="kubedbt-sidecar restore-state",
+        description="Unpack the previous try's run_results for dbt retry (an init container).",
+    )
+    parser.add_argument("--archive", required=True, type=Path, help="run_results.json.gz")
+    parser.add_argument("--into", required=True, type=Path, help="the --state directory")
+    args = parser.parse_args(argv)
+    args.into.mkdir(parents=True, exist_ok=True)
+    (args.into / "run_results.json").write_bytes(gzip.decompress(args.archive.read_bytes()))
+    logging.info("restored %s into %s", args.archive, args.into)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the uploader; always exits 0 so the pod's outcome is dbt's alone."""
-    args = _parser().parse_args(argv)
+    """Run the uploader (always exits 0, so the pod's outcome is dbt's alone) or restore-state."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
+    if argv[:1] == ["restore-state"]:
+        return restore_state(argv[1:])
+    args = _parser().parse_args(argv)
     from kubernetes import client, config
 
     if os.environ.get("KUBERNETES_SERVICE_HOST"):

@@ -48,7 +48,12 @@ class RunClient:
         self.core = client.CoreV1Api(api_client)
 
     async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        return await async_retrying(self.policy)(method, *args, **kwargs)
+        # The client's methods are plain functions returning a coroutine; tenacity must await
+        # a coroutine function to retry the request itself.
+        async def attempt() -> Any:
+            return await method(*args, **kwargs)
+
+        return await async_retrying(self.policy)(attempt)
 
     def to_json(self, model: Any) -> JSON:
         """A client model as the API's JSON."""

@@ -1,0 +1,421 @@
+"""DbtJobOperator: one dbt invocation of an Airflow task as one Kubernetes Job.
+
+Used like KubernetesPodOperator: the DbtRunSpec parameters (image, namespace, env_vars,
+container_resources, ...) are keyword arguments with KPO's names, the cluster is reached through
+the cncf-kubernetes connection, and deferrable mode hands the wait to DbtJobTrigger so no worker
+slot is held while dbt runs.
+
+execute() validates everything before touching the cluster, creates (or, after a worker restart,
+adopts) this try's Job and its results ConfigMap, pushes where to look to XCom, then waits: in the
+triggerer when deferrable, here otherwise (streaming dbt's log into the task log).
+execute_complete() turns the outcome into a return value, an AirflowException (worth a retry) or
+an AirflowFailException (not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any, ClassVar, Final, Literal, get_args
+
+from airflow.sdk import BaseOperator, Context, conf
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.log import mask_secret
+
+from kubedbt.airflow.events import RunEvent, run_event
+from kubedbt.airflow.trigger import ConnectionArgs, DbtJobTrigger, TriggerArgs
+from kubedbt.core import naming, results
+from kubedbt.core.classify import RETRYABLE, OutcomeKind, classify
+from kubedbt.core.errors import InvalidSpecError, KubedbtError
+from kubedbt.core.naming import RunIdentity
+from kubedbt.core.render import render_job, render_results_configmap, retry_spec
+from kubedbt.core.report import summary_lines
+from kubedbt.core.spec import DbtRunSpec, field_names
+from kubedbt.io.kube import RunClient
+from kubedbt.io.retry import RetryPolicy
+from kubedbt.io.watch import watch_run
+
+RetryStrategy = Literal["failed_nodes", "full"]
+OnFinishAction = Literal["delete_job", "delete_succeeded_job", "keep_job"]
+SPEC_PARAMETERS: Final = frozenset(field_names())
+# Commands `dbt retry` can resume; for the others every try reruns the full command.
+RESUMABLE_COMMANDS: Final = frozenset({"build", "run", "test", "seed", "snapshot", "compile"})
+# Outcomes after which the Job is deleted whatever on_finish_action says: nothing useful is left in
+# it and its pod would otherwise keep pulling or waiting.
+ABANDONED: Final = frozenset({"startup_timeout", "execution_timeout", "image_invalid"})
+SENSITIVE_NAME_PARTS: Final = ("PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "PASS")
+EXECUTION_MARGIN: Final = 10.0
+
+
+class DbtJobOperator(BaseOperator):
+    """Run a dbt command in a Kubernetes Job and report dbt's own results.
+
+    Every DbtRunSpec parameter is accepted by name (see the README's configuration reference);
+    `pod_template_file` and `pod_template_dict` are KubernetesPodOperator's names for
+    `pod_template`. Besides those:
+
+    :param kubernetes_conn_id: the cncf-kubernetes connection (in-cluster, kubeconfig, context).
+    :param cluster_context: kubeconfig context, overriding the connection's.
+    :param config_file: kubeconfig path, overriding the connection's.
+    :param in_cluster: use the pod's service account, overriding the connection's.
+    :param deferrable: wait in the triggerer; defaults to [operators] default_deferrable.
+    :param startup_timeout: seconds the pod may take to start dbt (scheduling, image pull).
+    :param results_timeout: seconds to wait for the sidecar's upload once dbt has ended.
+    :param retry_strategy: "failed_nodes" (try N+1 runs `dbt retry` on try N's results) or "full".
+    :param on_finish_action: "delete_succeeded_job" (default), "delete_job" or "keep_job".
+    :param push_run_results: also push the full run_results.json to XCom (it can be large).
+    :param retryable_failures: override which failure kinds Airflow retries, e.g.
+        {"tests_failed": True}; see the README's failure table.
+    :param log_tail_lines: lines of dbt's log shown in the task log when a run fails.
+    """
+
+    template_fields: Sequence[str] = (
+        "command",
+        "select",
+        "exclude",
+        "selector",
+        "vars",
+        "full_refresh",
+        "target",
+        "threads",
+        "macro_args",
+        "dbt_flags",
+        "image",
+        "namespace",
+        "env_vars",
+        "labels",
+        "annotations",
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {"vars": "json", "macro_args": "json"}
+    ui_color = "#ff694a"
+
+    def __init__(
+        self,
+        *,
+        kubernetes_conn_id: str | None = "kubernetes_default",
+        cluster_context: str | None = None,
+        config_file: str | None = None,
+        in_cluster: bool | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        startup_timeout: float = 300,
+        results_timeout: float = 60,
+        retry_strategy: RetryStrategy = "failed_nodes",
+        on_finish_action: OnFinishAction = "delete_succeeded_job",
+        push_run_results: bool = False,
+        retryable_failures: Mapping[str, bool] | None = None,
+        log_tail_lines: int = 50,
+        pod_template_file: str | None = None,
+        pod_template_dict: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        spec_values = {name: kwargs.pop(name) for name in list(kwargs) if name in SPEC_PARAMETERS}
+        super().__init__(**kwargs)
+        if pod_template_file is not None and pod_template_dict is not None:
+            raise InvalidSpecError(
+                "pod_template_file", "give pod_template_file or pod_template_dict"
+            )
+        if pod_template_file is not None or pod_template_dict is not None:
+            spec_values["pod_template"] = pod_template_file or pod_template_dict
+        self.spec_parameters = sorted(spec_values)
+        for name, value in spec_values.items():
+            setattr(self, name, value)
+        for name in self.template_fields:
+            if not hasattr(self, name):
+                setattr(self, name, _default(name))
+        self.connection = ConnectionArgs(
+            kubernetes_conn_id, cluster_context, config_file, in_cluster
+        )
+        self.deferrable = deferrable
+        self.startup_timeout = _positive("startup_timeout", startup_timeout)
+        self.results_timeout = _positive("results_timeout", results_timeout)
+        self.retry_strategy = _choice("retry_strategy", retry_strategy, get_args(RetryStrategy))
+        self.on_finish_action = _choice(
+            "on_finish_action", on_finish_action, get_args(OnFinishAction)
+        )
+        self.push_run_results = push_run_results
+        self.retryable_failures = _retryable_overrides(retryable_failures)
+        self.log_tail_lines = log_tail_lines
+        self.api_retry_policy = RetryPolicy()
+        self._running: tuple[str, str] | None = None
+        # Validate now what templating cannot change, so a bad DAG fails at parse time.
+        self._spec(early=True)
+
+    # --- building the run ---
+
+    def _spec(self, *, early: bool = False) -> DbtRunSpec:
+        values: dict[str, Any] = {}
+        for name in [*self.spec_parameters, *self.template_fields]:
+            value = _plain(getattr(self, name, _default(name)))
+            if early and name in self.template_fields and _templated(value):
+                value = _default(name) if name != "image" else "template/placeholder"
+            if name == "env_vars" and isinstance(value, Mapping):
+                value = {key: _env_value(item) for key, item in value.items()}
+            values[name] = value
+        return DbtRunSpec.from_mapping(values)
+
+    def _identity(self, context: Context) -> RunIdentity:
+        ti = context["ti"]
+        return RunIdentity(
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
+            map_index=ti.map_index if ti.map_index is not None else -1,
+            try_number=ti.try_number,
+        )
+
+    def execute(self, context: Context) -> Any:
+        """Validate, create or adopt this try's Job, then wait for it (here or deferred)."""
+        identity = self._identity(context)
+        try:
+            spec = self._spec()
+        except InvalidSpecError as e:
+            raise AirflowFailException(str(e)) from e
+        _mask_sensitive_env(spec)
+        started = time.time()
+        created, state_from = self._run_async(self._launch(spec, identity))
+        self._running = (created.job_name, created.namespace)
+        self._announce(context, created.job_name, created.namespace, created.adopted, state_from)
+        args = self._trigger_args(spec, identity, created.job_name, started)
+        if self.deferrable:
+            self.defer(trigger=DbtJobTrigger(**args.to_kwargs()), method_name="execute_complete")
+        event = self._run_async(self._wait_here(args))
+        return self.execute_complete(context, event)
+
+    async def _launch(self, spec: DbtRunSpec, identity: RunIdentity) -> tuple[Any, str | None]:
+        async with self.connection.async_hook().get_conn() as api_client:
+            client = RunClient(api_client, self.api_retry_policy)
+            state_from = await self._previous_results(client, spec, identity)
+            if state_from is not None:
+                spec = retry_spec(spec)
+            job = render_job(spec, identity, state_from=state_from)
+            configmap = render_results_configmap(spec, identity)
+            return await client.create_run(job, configmap), state_from
+
+    async def _previous_results(
+        self, client: RunClient, spec: DbtRunSpec, identity: RunIdentity
+    ) -> str | None:
+        """The previous try's ConfigMap when this try can resume from its run_results."""
+        previous = identity.previous_try()
+        if previous is None or self.retry_strategy != "failed_nodes":
+            return None
+        if spec.command not in RESUMABLE_COMMANDS:
+            return None
+        name = naming.results_configmap_name(previous)
+        configmap = await client.read_configmap(name, spec.namespace)
+        decoded = results.decode(configmap) if configmap is not None else None
+        if decoded is None or decoded.run_results is None:
+            self.log.info(
+                "try %d left no run_results: running the full command", previous.try_number
+            )
+            return None
+        self.log.info("retrying the nodes try %d did not finish (dbt retry)", previous.try_number)
+        return name
+
+    def _announce(
+        self, context: Context, job_name: str, namespace: str, adopted: bool, state_from: str | None
+    ) -> None:
+        verb = "adopted the existing" if adopted else "created"
+        self.log.info(
+            "%s Job %s/%s%s", verb, namespace, job_name, " (dbt retry)" if state_from else ""
+        )
+        kubectl = f"kubectl -n {namespace} logs -f job/{job_name} -c dbt"
+        self.log.info("follow it with: %s", kubectl)
+        ti = context["ti"]
+        ti.xcom_push(key="job_name", value=job_name)
+        ti.xcom_push(key="namespace", value=namespace)
+        ti.xcom_push(key="kubectl", value=kubectl)
+
+    def _trigger_args(
+        self, spec: DbtRunSpec, identity: RunIdentity, job_name: str, started: float
+    ) -> TriggerArgs:
+        execution_deadline = None
+        if isinstance(self.execution_timeout, timedelta):
+            seconds = self.execution_timeout.total_seconds()
+            execution_deadline = started + max(1.0, seconds - EXECUTION_MARGIN)
+        return TriggerArgs(
+            job_name=job_name,
+            namespace=spec.namespace,
+            configmap_name=naming.results_configmap_name(identity),
+            selector=naming.selector_labels(identity),
+            startup_deadline=time.time() + self.startup_timeout,
+            execution_deadline=execution_deadline,
+            results_timeout=self.results_timeout,
+            log_tail_lines=self.log_tail_lines,
+            memory_limit=(spec.container_resources.get("limits") or {}).get("memory"),
+            connection=self.connection,
+            retry=self.api_retry_policy,
+        )
+
+    async def _wait_here(self, args: TriggerArgs) -> RunEvent:
+        async with self.connection.async_hook().get_conn() as api_client:
+            client = RunClient(api_client, args.retry)
+            result = await watch_run(
+                client,
+                args.run_ref(),
+                args.limits(),
+                on_log=lambda line: self.log.info("[dbt] %s", line),
+                memory_limit=args.memory_limit,
+            )
+        return run_event(args.job_name, args.namespace, classify(result.evidence), result)
+
+    # --- finishing ---
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Report the run, clean up per on_finish_action, and succeed or raise."""
+        run: RunEvent = event  # type: ignore[assignment]
+        self._running = None
+        summary = run["summary"]
+        if summary is not None:
+            for line in summary_lines(summary):
+                self.log.info("%s", line)
+        if run["status"] != "success" and run["log_tail"]:
+            self.log.info("last lines of dbt's log:\n%s", run["log_tail"])
+        run_results = self._run_async(self._finish(run))
+        ti = context["ti"]
+        if run_results is not None:
+            ti.xcom_push(key="run_results", value=run_results)
+        if run["status"] == "success":
+            self.log.info("dbt succeeded (Job %s/%s)", run["namespace"], run["job_name"])
+            return summary
+        ti.xcom_push(key="summary", value=summary)
+        outcome = {"kind": run["kind"], "retryable": self._retryable(run), "reason": run["reason"]}
+        ti.xcom_push(key="outcome", value=outcome)
+        for line in run["evidence"]:
+            self.log.info("evidence: %s", line)
+        message = f"dbt run {run['namespace']}/{run['job_name']} failed: {run['reason']}"
+        if self._retryable(run):
+            raise AirflowException(message)
+        raise AirflowFailException(message)
+
+    def _retryable(self, run: RunEvent) -> bool:
+        kind = run["kind"]
+        if kind is None:
+            return run["retryable"]
+        return self.retryable_failures.get(kind, RETRYABLE[kind])
+
+    async def _finish(self, run: RunEvent) -> dict[str, Any] | None:
+        """Read the full run_results when asked for, then delete the Job if that is the policy."""
+        succeeded = run["status"] == "success"
+        delete = (
+            self.on_finish_action == "delete_job"
+            or (self.on_finish_action == "delete_succeeded_job" and succeeded)
+            or run["kind"] in ABANDONED
+            or run["status"] == "error"
+        )
+        if not delete and not self.push_run_results:
+            return None
+        run_results = None
+        async with self.connection.async_hook().get_conn() as api_client:
+            client = RunClient(api_client, self.api_retry_policy)
+            if self.push_run_results:
+                name = run["job_name"] + naming.RESULTS_SUFFIX
+                configmap = await client.read_configmap(name, run["namespace"])
+                if configmap is not None:
+                    run_results = results.decode(configmap).run_results
+            if delete:
+                await client.delete_job(run["job_name"], run["namespace"])
+                self.log.info("deleted Job %s/%s", run["namespace"], run["job_name"])
+        return run_results
+
+    def on_kill(self) -> None:
+        """Delete this try's Job (and, in the foreground, its pods) when the task is killed."""
+        if self._running is None:
+            return
+        job_name, namespace = self._running
+
+        async def delete() -> None:
+            async with self.connection.async_hook().get_conn() as api_client:
+                await RunClient(api_client, self.api_retry_policy).delete_job(job_name, namespace)
+
+        # on_kill may run inside execute's event loop (from a signal handler): use a fresh one.
+        worker = threading.Thread(target=asyncio.run, args=(delete(),), daemon=True)
+        worker.start()
+        worker.join(timeout=60)
+        self.log.info("deleted Job %s/%s", namespace, job_name)
+
+    def _run_async(self, coroutine: Any) -> Any:
+        try:
+            return asyncio.run(coroutine)
+        except KubedbtError as e:
+            if e.retryable:
+                raise AirflowException(str(e)) from e
+            raise AirflowFailException(str(e)) from e
+
+
+def _default(name: str) -> Any:
+    for item in dataclasses.fields(DbtRunSpec):
+        if item.name == name:
+            if item.default is not dataclasses.MISSING:
+                return item.default
+            if item.default_factory is not dataclasses.MISSING:
+                return item.default_factory()
+            return None
+    return None
+
+
+def _templated(value: Any) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, Mapping):
+        return any(_templated(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_templated(v) for v in value)
+    return False
+
+
+def _plain(value: Any) -> Any:
+    """Kubernetes client models (V1Toleration, V1ResourceRequirements, ...) as API dicts."""
+    if hasattr(value, "openapi_types") and hasattr(value, "to_dict"):
+        from kubernetes.client import ApiClient
+
+        return ApiClient().sanitize_for_serialization(value)
+    if isinstance(value, list) and any(hasattr(v, "openapi_types") for v in value):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _env_value(value: Any) -> Any:
+    """Native template rendering turns "5432" into 5432; env values are strings again here."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
+def _mask_sensitive_env(spec: DbtRunSpec) -> None:
+    """Tell Airflow's secret masker about env values whose names look like credentials."""
+    for entry in spec.env_vars:
+        name = entry["name"].upper()
+        if "value" in entry and any(part in name for part in SENSITIVE_NAME_PARTS):
+            mask_secret(entry["value"], entry["name"])
+
+
+def _positive(parameter: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise InvalidSpecError(parameter, f"must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _choice(parameter: str, value: str, allowed: Sequence[str]) -> Any:
+    if value not in allowed:
+        raise InvalidSpecError(parameter, f"{value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _retryable_overrides(value: Mapping[str, bool] | None) -> dict[OutcomeKind, bool]:
+    overrides: dict[OutcomeKind, bool] = {}
+    for kind, retryable in (value or {}).items():
+        if kind not in RETRYABLE or kind == "success":
+            known = ", ".join(k for k in RETRYABLE if k != "success")
+            raise InvalidSpecError(
+                "retryable_failures", f"unknown failure kind {kind!r}; known: {known}"
+            )
+        if not isinstance(retryable, bool):
+            raise InvalidSpecError(f"retryable_failures[{kind!r}]", "expected true or false")
+        overrides[kind] = retryable
+    return overrides

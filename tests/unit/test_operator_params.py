@@ -1,0 +1,69 @@
+"""DbtJobOperator refuses bad parameters when the DAG is parsed, before any cluster is touched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes.client import V1ResourceRequirements, V1Toleration
+
+from kubedbt import InvalidSpecError
+from kubedbt.airflow import DbtJobOperator
+
+BASE: dict[str, Any] = {"task_id": "dbt", "command": "build", "image": "kubedbt/dbt:dev"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "parameter"),
+    [
+        ({"command": "deps"}, "command"),
+        (
+            {"container_resources": {"limits": {"memory": "lots"}}},
+            "container_resources.limits.memory",
+        ),
+        ({"namespace": "Not_Valid"}, "namespace"),
+        ({"startup_timeout": 0}, "startup_timeout"),
+        ({"retry_strategy": "some"}, "retry_strategy"),
+        ({"on_finish_action": "delete_pod"}, "on_finish_action"),
+        ({"retryable_failures": {"test_failed": True}}, "retryable_failures"),
+        ({"pod_template_file": "/a.yaml", "pod_template_dict": {}}, "pod_template_file"),
+    ],
+)
+def test_bad_parameters_fail_at_parse_time(overrides: dict[str, Any], parameter: str) -> None:
+    with pytest.raises(InvalidSpecError) as caught:
+        DbtJobOperator(**{**BASE, **overrides})
+    assert caught.value.parameter == parameter
+
+
+def test_templated_values_are_checked_after_rendering_only() -> None:
+    operator = DbtJobOperator(
+        **BASE,
+        vars="{{ dag_run.conf['vars'] }}",
+        full_refresh="{{ params.full_refresh }}",
+        threads="{{ params.threads }}",
+    )
+    assert operator.vars == "{{ dag_run.conf['vars'] }}"
+
+
+def test_kubernetes_models_are_accepted_like_kpo() -> None:
+    operator = DbtJobOperator(
+        **BASE,
+        container_resources=V1ResourceRequirements(limits={"memory": "1Gi"}),
+        tolerations=[V1Toleration(key="batch", operator="Exists")],
+    )
+    spec = operator._spec()
+    assert spec.container_resources == {"limits": {"memory": "1Gi"}}
+    assert spec.tolerations == ({"key": "batch", "operator": "Exists"},)
+
+
+def test_unknown_argument_is_refused() -> None:
+    with pytest.raises(TypeError, match="selct"):
+        DbtJobOperator(**BASE, selct="tag:daily")
+
+
+def test_env_values_rendered_as_numbers_become_strings_again() -> None:
+    # render_template_as_native_obj turns "5432" into 5432 and "true" into True.
+    operator = DbtJobOperator(**BASE, env_vars={"PORT": "5432"})
+    operator.env_vars = {"PORT": 5432, "SSL": True, "RATIO": 0.5}
+    env = {e["name"]: e["value"] for e in operator._spec().env_vars}
+    assert env == {"PORT": "5432", "SSL": "true", "RATIO": "0.5"}
