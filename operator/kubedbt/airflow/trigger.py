@@ -34,11 +34,14 @@ class ConnectionArgs:
 
     def async_hook(self) -> AsyncKubernetesHook:
         """The provider's async hook for this connection."""
+        # The async hook reads the kubeconfig path from the connection's extras only, so a
+        # per-task config_file is handed over as the extras (it replaces the connection's).
+        extras = {"kube_config_path": self.config_file} if self.config_file else None
         return AsyncKubernetesHook(
             conn_id=self.kubernetes_conn_id,
             cluster_context=self.cluster_context,
-            config_file=self.config_file,
             in_cluster=self.in_cluster,
+            connection_extras=extras,
         )
 
 

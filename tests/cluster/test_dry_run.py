@@ -1,0 +1,61 @@
+"""Every golden manifest is accepted by a real API server (server-side dry run)."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client
+
+from kubedbt import render_job, render_results_configmap
+from kubedbt.core.render import owned_by_job, retry_spec
+from tests.unit.golden_cases import CASES
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def namespace(api_client: client.ApiClient) -> Iterator[str]:
+    name = f"kubedbt-dry-run-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace({"metadata": {"name": name}})
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden_manifests_pass_a_server_side_dry_run(
+    api_client: client.ApiClient, namespace: str, case: str
+) -> None:
+    spec, identity = CASES[case]
+    spec = dataclasses.replace(spec, namespace=namespace)
+    job = render_job(spec, identity)
+    created = client.BatchV1Api(api_client).create_namespaced_job(namespace, job, dry_run="All")
+    # Defaulting happened, nothing was dropped: the API knows every field kubedbt sets.
+    pod = created.spec.template.spec
+    assert [c.name for c in pod.init_containers] == ["results-uploader"]
+    assert pod.init_containers[0].restart_policy == "Always"
+    assert created.spec.pod_failure_policy.rules[1].on_exit_codes.values == [1, 2]
+    configmap = owned_by_job(render_results_configmap(spec, identity), job["metadata"]["name"], "x")
+    configmap["metadata"]["ownerReferences"][0]["uid"] = str(uuid.uuid4())
+    client.CoreV1Api(api_client).create_namespaced_config_map(namespace, configmap, dry_run="All")
+
+
+def test_retry_manifest_passes_a_server_side_dry_run(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    spec, identity = CASES["minimal"]
+    spec = retry_spec(dataclasses.replace(spec, namespace=namespace))
+    job = render_job(spec, identity, state_from="dbt-previous-try-results")
+    created = client.BatchV1Api(api_client).create_namespaced_job(namespace, job, dry_run="All")
+    names = [c.name for c in created.spec.template.spec.init_containers]
+    assert names == ["restore-state", "results-uploader"]
+    assert created.spec.template.spec.containers[0].args[:3] == [
+        "retry",
+        "--state",
+        "/kubedbt/state",
+    ]

@@ -1,0 +1,133 @@
+"""The real dbt image and the real sidecar fill the results ConfigMap in a real pod.
+
+The run's artifacts volume is swapped for a hostPath here (test only), so the test can read what
+dbt wrote on the node and compare it with what the sidecar uploaded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from kubedbt import DbtRunSpec, RunIdentity, render_job, render_results_configmap
+from kubedbt.core import results
+from kubedbt.core.render import ARTIFACTS_VOLUME, owned_by_job
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def namespace(api_client: client.ApiClient) -> Iterator[str]:
+    name = f"kubedbt-sidecar-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace({"metadata": {"name": name}})
+    core.create_namespaced_service_account(name, {"metadata": {"name": "dbt"}})
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)
+
+
+def _allow_upload(api_client: client.ApiClient, namespace: str) -> None:
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"]}
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "upload"}, "rules": [rule]})
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "upload"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "upload"},
+            "subjects": [{"kind": "ServiceAccount", "name": "dbt", "namespace": namespace}],
+        },
+    )
+
+
+def _run(
+    api_client: client.ApiClient, namespace: str, artifacts: Path, **spec_values: Any
+) -> tuple[str, dict[str, Any]]:
+    """Run one Job to its end; return its final condition and its ConfigMap as JSON."""
+    artifacts.mkdir(mode=0o777)
+    artifacts.chmod(0o777)
+    spec = DbtRunSpec(
+        command="build",
+        image="kubedbt/dbt:dev",
+        sidecar_image="kubedbt/sidecar:dev",
+        image_pull_policy="IfNotPresent",
+        namespace=namespace,
+        service_account_name="dbt",
+        **spec_values,
+    )
+    identity = RunIdentity("sidecar_test", "build", f"manual__{uuid.uuid4().hex}")
+    job = render_job(spec, identity)
+    pod = job["spec"]["template"]["spec"]
+    pod["volumes"] = [
+        {"name": ARTIFACTS_VOLUME, "hostPath": {"path": str(artifacts), "type": "Directory"}}
+        if v["name"] == ARTIFACTS_VOLUME
+        else v
+        for v in pod["volumes"]
+    ]
+    created = client.BatchV1Api(api_client).create_namespaced_job(namespace, job)
+    configmap = owned_by_job(
+        render_results_configmap(spec, identity), created.metadata.name, created.metadata.uid
+    )
+    client.CoreV1Api(api_client).create_namespaced_config_map(namespace, configmap)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        status = client.BatchV1Api(api_client).read_namespaced_job(created.metadata.name, namespace)
+        done = [
+            c.type
+            for c in status.status.conditions or []
+            if c.type in ("Complete", "Failed") and c.status == "True"
+        ]
+        if done:
+            read = client.CoreV1Api(api_client).read_namespaced_config_map(
+                configmap["metadata"]["name"], namespace
+            )
+            return done[0], api_client.sanitize_for_serialization(read)
+        time.sleep(1)
+    pytest.fail(f"Job {created.metadata.name} did not finish within 240s")
+
+
+def test_uploaded_results_equal_what_dbt_wrote(
+    api_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    _allow_upload(api_client, namespace)
+    artifacts = tmp_path / "artifacts"
+    condition, configmap = _run(api_client, namespace, artifacts)
+    assert condition == "Complete"
+    decoded = results.decode(configmap)
+    assert decoded.status == "uploaded"
+    written = json.loads((artifacts / "target" / "run_results.json").read_text())
+    assert decoded.run_results == written
+    assert decoded.summary is not None
+    assert decoded.summary["nodes"] == len(written["results"]) == 28
+
+
+def test_parse_error_uploads_the_digest_only(
+    api_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    _allow_upload(api_client, namespace)
+    condition, configmap = _run(
+        api_client, namespace, tmp_path / "artifacts", vars={"fail_parse": True}
+    )
+    assert condition == "Failed"
+    decoded = results.decode(configmap)
+    assert decoded.status == "no-results"
+    assert decoded.run_results is None
+    assert any("fail_parse is set" in e["message"] for e in decoded.log_events)
+
+
+def test_a_failed_upload_never_changes_the_outcome(
+    api_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    # No Role: the sidecar is forbidden to patch, dbt still succeeds and so does the Job.
+    condition, configmap = _run(api_client, namespace, tmp_path / "artifacts")
+    assert condition == "Complete"
+    assert results.decode(configmap).status == "pending"

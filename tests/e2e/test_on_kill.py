@@ -1,0 +1,129 @@
+"""Killing a task removes its own Job, and only that one: deferred (the trigger's on_kill, which
+the triggerer calls when a user clears or marks the task) and in sync mode (the operator's)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+from kubernetes import client
+
+from kubedbt import DbtRunSpec, RunIdentity, render_job, render_results_configmap
+from kubedbt.airflow import DbtJobOperator, DbtJobTrigger
+from kubedbt.airflow.trigger import ConnectionArgs, TriggerArgs
+from kubedbt.core import naming
+from kubedbt.io.kube import RunClient
+from tests.e2e.conftest import kubeconfig_path
+
+pytestmark = pytest.mark.cluster
+
+
+def _spec(namespace: str) -> DbtRunSpec:
+    return DbtRunSpec(
+        command="build",
+        vars={"slow_seconds": 300},
+        image="kubedbt/dbt:dev",
+        sidecar_image="kubedbt/sidecar:dev",
+        image_pull_policy="IfNotPresent",
+        namespace=namespace,
+        service_account_name="dbt",
+        # dbt's busy wait ignores SIGTERM; do not wait a minute for the kill.
+        termination_grace_period=5,
+    )
+
+
+def _connection() -> ConnectionArgs:
+    return ConnectionArgs(kubernetes_conn_id=None, config_file=str(kubeconfig_path()))
+
+
+async def _create(spec: DbtRunSpec, identity: RunIdentity) -> str:
+    async with _connection().async_hook().get_conn() as api_client:
+        created = await RunClient(api_client).create_run(
+            render_job(spec, identity), render_results_configmap(spec, identity)
+        )
+    return created.job_name
+
+
+def _wait_running(kube: client.ApiClient, namespace: str, job_name: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pods = client.CoreV1Api(kube).list_namespaced_pod(
+            namespace, label_selector=f"app.kubernetes.io/instance={job_name}"
+        )
+        statuses = [s for p in pods.items for s in p.status.container_statuses or []]
+        if any(s.name == "dbt" and s.state.running for s in statuses):
+            return
+        time.sleep(1)
+    pytest.fail(f"{job_name} did not start within 120s")
+
+
+def _job_names(kube: client.ApiClient, namespace: str) -> set[str]:
+    return {j.metadata.name for j in client.BatchV1Api(kube).list_namespaced_job(namespace).items}
+
+
+def _wait_gone(kube: client.ApiClient, namespace: str, job_name: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pods = client.CoreV1Api(kube).list_namespaced_pod(
+            namespace, label_selector=f"app.kubernetes.io/instance={job_name}"
+        )
+        if job_name not in _job_names(kube, namespace) and not pods.items:
+            return
+        time.sleep(1)
+    pytest.fail(f"{job_name} or its pods are still there after 120s")
+
+
+def test_on_kill_while_deferred_deletes_this_try_only(
+    kube: client.ApiClient, namespace: str
+) -> None:
+    spec = _spec(namespace)
+    run_id = f"manual__{uuid.uuid4().hex}"
+    first, second = (
+        RunIdentity("kill", "build", run_id, try_number=1),
+        RunIdentity("kill", "build", run_id, try_number=2),
+    )
+    first_job = asyncio.run(_create(spec, first))
+    second_job = asyncio.run(_create(spec, second))
+    _wait_running(kube, namespace, second_job)
+    args = TriggerArgs(
+        job_name=second_job,
+        namespace=namespace,
+        configmap_name=naming.results_configmap_name(second),
+        selector=naming.selector_labels(second),
+        startup_deadline=time.time() + 120,
+        connection=_connection(),
+    )
+    trigger = DbtJobTrigger(**args.to_kwargs())
+
+    async def deferred_then_killed() -> None:
+        watching = asyncio.ensure_future(trigger.run().__anext__())
+        await asyncio.sleep(3)
+        assert not watching.done(), "the run is still going: the trigger must still be waiting"
+        # What the triggerer does on a user's clear or mark: cancel run(), then call on_kill().
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+        await trigger.on_kill()
+
+    asyncio.run(deferred_then_killed())
+    _wait_gone(kube, namespace, second_job)
+    assert first_job in _job_names(kube, namespace), "another try's Job must stay"
+
+
+def test_on_kill_in_sync_mode_deletes_the_job(kube: client.ApiClient, namespace: str) -> None:
+    spec = _spec(namespace)
+    identity = RunIdentity("kill_sync", "build", f"manual__{uuid.uuid4().hex}")
+    job_name = asyncio.run(_create(spec, identity))
+    _wait_running(kube, namespace, job_name)
+    operator = DbtJobOperator(
+        task_id="build",
+        command="build",
+        image="kubedbt/dbt:dev",
+        kubernetes_conn_id=None,
+        config_file=str(kubeconfig_path()),
+        deferrable=False,
+    )
+    operator._running = (job_name, namespace)  # what execute() records once the Job exists
+    operator.on_kill()
+    _wait_gone(kube, namespace, job_name)
