@@ -69,6 +69,12 @@ cluster-status: ## Show the local cluster's components and node
 images: ## Build every images/*/Dockerfile and import the images into the cluster
 	tests/cluster/images.sh
 
+.PHONY: demo
+demo: venv ## Local cluster, images, then the example DAG through Airflow with DuckDB
+	$(MAKE) cluster-up
+	$(MAKE) images
+	examples/demo/run.sh
+
 .PHONY: test-cluster
 test-cluster: venv ## Cluster smoke tests and the renderer's server-side dry run (cluster up)
 	KUBEDBT_REQUIRE_CLUSTER=1 $(BIN)/pytest tests/cluster

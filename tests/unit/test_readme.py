@@ -64,3 +64,11 @@ def test_readme_reference_matches_the_code(request: pytest.FixtureRequest) -> No
         README.write_text(text[: match.start(1)] + expected + text[match.end(1) :])
         return
     assert match.group(1) == expected, "README reference is stale: run `make golden`"
+
+
+def test_readme_dag_is_the_example_dag() -> None:
+    example = (README.parent / "examples" / "dags" / "jaffle_shop.py").read_text()
+    text = README.read_text()
+    section = text[text.index("## A DAG") :]
+    block = section[section.index("```python\n") + len("```python\n") :]
+    assert block[: block.index("```")] == example, "copy examples/dags/jaffle_shop.py into README"
