@@ -7,6 +7,7 @@ the package without the airflow extra.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gzip
 import logging
 import os
@@ -15,7 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kubedbt.core.command import JSON_LOG_FILE, TARGET_PATH
-from kubedbt.io.uploader import UploadTarget, namespace_from_environment, run
+from kubedbt.io.uploader import (
+    UploadTarget,
+    namespace_from_environment,
+    upload_within,
+    wait_for_stop,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,19 +67,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["restore-state"]:
         return restore_state(argv[1:])
     args = _parser().parse_args(argv)
-    from kubernetes import client, config
-
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()
-    else:  # outside a pod, for tests and debugging
-        config.load_kube_config()
     target = UploadTarget(
         namespace=args.namespace or namespace_from_environment(),
         configmap=args.configmap,
         target_path=args.target_path,
         log_file=args.log_file,
     )
-    return run(client.CoreV1Api(), target, grace_seconds=args.grace_seconds)
+    received = wait_for_stop()
+    logging.info("%s received: collecting results", received.name)
+    asyncio.run(_upload(target, args.grace_seconds))
+    return 0
+
+
+async def _upload(target: UploadTarget, grace_seconds: float) -> None:
+    from kubernetes_asyncio import client, config
+
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()
+    else:  # outside a pod, for tests and debugging
+        await config.load_kube_config()
+    async with client.ApiClient() as api_client:
+        await upload_within(api_client, target, grace_seconds=grace_seconds)
 
 
 if __name__ == "__main__":

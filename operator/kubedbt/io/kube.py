@@ -123,6 +123,19 @@ class RunClient:
                 return None
             raise _api_error(f"reading {namespace}/{name}", e) from e
 
+    async def patch_configmap(
+        self, name: str, namespace: str, body: JSON, timeout: tuple[float, float]
+    ) -> None:
+        """Merge `body` into a ConfigMap (a JSON merge patch: null removes a key)."""
+        await self._call(
+            self.core.patch_namespaced_config_map,
+            name,
+            namespace,
+            body,
+            _content_type="application/merge-patch+json",
+            _request_timeout=timeout,
+        )
+
     async def list_pods(
         self, namespace: str, selector: Mapping[str, str]
     ) -> tuple[list[JSON], str]:

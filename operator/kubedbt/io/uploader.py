@@ -23,7 +23,8 @@ from typing import Any
 
 from kubedbt.core import results
 from kubedbt.core.errors import shorten
-from kubedbt.io.retry import DEFAULT_POLICY, RetryPolicy, retrying
+from kubedbt.io.kube import RunClient
+from kubedbt.io.retry import DEFAULT_POLICY
 
 log = logging.getLogger("kubedbt.sidecar")
 
@@ -67,9 +68,8 @@ def patch_body(
     }
 
 
-def upload(core_v1: Any, target: UploadTarget, policy: RetryPolicy) -> results.UploadStatus:
+async def upload(client: RunClient, target: UploadTarget) -> results.UploadStatus:
     """Read, pack and patch; returns the status written. Raises when the API keeps refusing."""
-    patch = retrying(policy)
     try:
         run_results, events = collect(target)
         data, binary, status = results.pack(run_results, events)
@@ -79,26 +79,16 @@ def upload(core_v1: Any, target: UploadTarget, policy: RetryPolicy) -> results.U
         data, binary, status, error = {}, {}, "failed", shorten(f"{type(e).__name__}: {e}", 500)
     size = results.payload_size(data, binary)
     log.info("uploading %s (%d bytes) to configmap %s", status, size, target.configmap)
-    patch(
-        core_v1.patch_namespaced_config_map,
-        target.configmap,
-        target.namespace,
-        patch_body(data, binary, status, error),
-        _request_timeout=REQUEST_TIMEOUT,
+    await client.patch_configmap(
+        target.configmap, target.namespace, patch_body(data, binary, status, error), REQUEST_TIMEOUT
     )
     return status
 
 
-def mark_failed(core_v1: Any, target: UploadTarget, reason: str, policy: RetryPolicy) -> None:
+async def mark_failed(client: RunClient, target: UploadTarget, reason: str) -> None:
     """Best effort: record on the ConfigMap that the upload failed, and why."""
     body = patch_body({}, {}, "failed", shorten(reason, 500))
-    retrying(policy)(
-        core_v1.patch_namespaced_config_map,
-        target.configmap,
-        target.namespace,
-        body,
-        _request_timeout=REQUEST_TIMEOUT,
-    )
+    await client.patch_configmap(target.configmap, target.namespace, body, REQUEST_TIMEOUT)
 
 
 def wait_for_stop() -> signal.Signals:
@@ -112,26 +102,23 @@ def wait_for_stop() -> signal.Signals:
     return signal.Signals(signal.sigwait(stop_signals))
 
 
-def run(core_v1: Any, target: UploadTarget, *, grace_seconds: float) -> int:
-    """Wait for dbt to end, then upload within the grace period. Always returns 0."""
-    received = wait_for_stop()
-    log.info("%s received: collecting results", received.name)
+async def upload_within(api_client: Any, target: UploadTarget, *, grace_seconds: float) -> None:
+    """Upload within the grace period; on failure mark the ConfigMap failed. Never raises."""
     started = time.monotonic()
     budget = max(1.0, grace_seconds - EXIT_MARGIN)
     try:
-        status = upload(core_v1, target, DEFAULT_POLICY.within(budget * 0.8))
+        client = RunClient(api_client, DEFAULT_POLICY.within(budget * 0.8))
+        status = await upload(client, target)
         log.info("upload finished: %s in %.1fs", status, time.monotonic() - started)
     except Exception as e:  # the pod's outcome must never depend on the upload
         log.exception("upload failed")
         remaining = budget - (time.monotonic() - started)
         if remaining > 1:
             try:
-                mark_failed(
-                    core_v1, target, f"{type(e).__name__}: {e}", DEFAULT_POLICY.within(remaining)
-                )
+                client = RunClient(api_client, DEFAULT_POLICY.within(remaining))
+                await mark_failed(client, target, f"{type(e).__name__}: {e}")
             except Exception:
                 log.exception("could not mark the configmap as failed either")
-    return 0
 
 
 def namespace_from_environment() -> str:
