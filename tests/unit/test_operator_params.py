@@ -67,3 +67,9 @@ def test_env_values_rendered_as_numbers_become_strings_again() -> None:
     operator.env_vars = {"PORT": 5432, "SSL": True, "RATIO": 0.5}
     env = {e["name"]: e["value"] for e in operator._spec().env_vars}
     assert env == {"PORT": "5432", "SSL": "true", "RATIO": "0.5"}
+
+
+def test_image_may_come_from_the_namespace_defaults() -> None:
+    operator = DbtJobOperator(task_id="dbt", command="build")
+    assert operator._spec_values()["image"] is None
+    assert operator.spec_parameters == ["command"]

@@ -30,12 +30,13 @@ from kubedbt.airflow.events import RunEvent, run_event
 from kubedbt.airflow.trigger import ConnectionArgs, DbtJobTrigger, TriggerArgs
 from kubedbt.core import naming, results
 from kubedbt.core.classify import RETRYABLE, OutcomeKind, classify
+from kubedbt.core.defaults import CONFIGMAP_NAME, apply_defaults, parse_defaults
 from kubedbt.core.errors import InvalidSpecError, KubedbtError
 from kubedbt.core.naming import RunIdentity
 from kubedbt.core.render import render_job, render_results_configmap, retry_spec
 from kubedbt.core.report import summary_lines
 from kubedbt.core.spec import DbtRunSpec, field_names
-from kubedbt.io.kube import RunClient
+from kubedbt.io.kube import CreatedRun, RunClient
 from kubedbt.io.retry import RetryPolicy
 from kubedbt.io.watch import watch_run
 
@@ -71,6 +72,8 @@ class DbtJobOperator(BaseOperator):
     :param retryable_failures: override which failure kinds Airflow retries, e.g.
         {"tests_failed": True}; see the README's failure table.
     :param log_tail_lines: lines of dbt's log shown in the task log when a run fails.
+    :param defaults_configmap: the namespace's ConfigMap of defaults (the helm chart's
+        `kubedbt-defaults`) for parameters the DAG leaves unset; None to ignore it.
     """
 
     template_fields: Sequence[str] = (
@@ -110,6 +113,7 @@ class DbtJobOperator(BaseOperator):
         log_tail_lines: int = 50,
         pod_template_file: str | None = None,
         pod_template_dict: Mapping[str, Any] | None = None,
+        defaults_configmap: str | None = CONFIGMAP_NAME,
         **kwargs: Any,
     ) -> None:
         spec_values = {name: kwargs.pop(name) for name in list(kwargs) if name in SPEC_PARAMETERS}
@@ -139,6 +143,7 @@ class DbtJobOperator(BaseOperator):
         self.push_run_results = push_run_results
         self.retryable_failures = _retryable_overrides(retryable_failures)
         self.log_tail_lines = log_tail_lines
+        self.defaults_configmap = defaults_configmap
         self.api_retry_policy = RetryPolicy()
         self._running: tuple[str, str] | None = None
         # Validate now what templating cannot change, so a bad DAG fails at parse time.
@@ -146,16 +151,23 @@ class DbtJobOperator(BaseOperator):
 
     # --- building the run ---
 
-    def _spec(self, *, early: bool = False) -> DbtRunSpec:
+    def _spec_values(self, *, early: bool = False) -> dict[str, Any]:
+        """The spec parameters as the DAG gave them (rendered, unless `early`)."""
         values: dict[str, Any] = {}
         for name in [*self.spec_parameters, *self.template_fields]:
             value = _plain(getattr(self, name, _default(name)))
             if early and name in self.template_fields and _templated(value):
-                value = _default(name) if name != "image" else "template/placeholder"
+                value = _default(name)
             if name == "env_vars" and isinstance(value, Mapping):
                 value = {key: _env_value(item) for key, item in value.items()}
             values[name] = value
-        return DbtRunSpec.from_mapping(values)
+        if early and values.get("image") is None:
+            # The image may come from the namespace's defaults, read at execute time.
+            values["image"] = "defaults/placeholder"
+        return values
+
+    def _spec(self, *, early: bool = False) -> DbtRunSpec:
+        return DbtRunSpec.from_mapping(self._spec_values(early=early))
 
     def _identity(self, context: Context) -> RunIdentity:
         ti = context["ti"]
@@ -170,13 +182,8 @@ class DbtJobOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         """Validate, create or adopt this try's Job, then wait for it (here or deferred)."""
         identity = self._identity(context)
-        try:
-            spec = self._spec()
-        except InvalidSpecError as e:
-            raise AirflowFailException(str(e)) from e
-        _mask_sensitive_env(spec)
         started = time.time()
-        created, state_from = self._run_async(self._launch(spec, identity))
+        created, state_from, spec = self._run_async(self._launch(self._spec_values(), identity))
         self._running = (created.job_name, created.namespace)
         self._announce(context, created.job_name, created.namespace, created.adopted, state_from)
         args = self._trigger_args(spec, identity, created.job_name, started)
@@ -185,15 +192,22 @@ class DbtJobOperator(BaseOperator):
         event = self._run_async(self._wait_here(args))
         return self.execute_complete(context, event)
 
-    async def _launch(self, spec: DbtRunSpec, identity: RunIdentity) -> tuple[Any, str | None]:
+    async def _launch(
+        self, values: dict[str, Any], identity: RunIdentity
+    ) -> tuple[CreatedRun, str | None, DbtRunSpec]:
+        """Apply the namespace's defaults, validate, and create (or adopt) this try's run."""
         async with self.connection.async_hook().get_conn() as api_client:
             client = RunClient(api_client, self.api_retry_policy)
+            if self.defaults_configmap is not None and isinstance(values.get("namespace"), str):
+                found = await client.read_configmap(self.defaults_configmap, values["namespace"])
+                values = apply_defaults(values, parse_defaults(found), self.spec_parameters)
+            spec = DbtRunSpec.from_mapping(values)  # InvalidSpecError: nothing created yet
+            _mask_sensitive_env(spec)
             state_from = await self._previous_results(client, spec, identity)
-            if state_from is not None:
-                spec = retry_spec(spec)
-            job = render_job(spec, identity, state_from=state_from)
-            configmap = render_results_configmap(spec, identity)
-            return await client.create_run(job, configmap), state_from
+            run_spec = retry_spec(spec) if state_from is not None else spec
+            job = render_job(run_spec, identity, state_from=state_from)
+            configmap = render_results_configmap(run_spec, identity)
+            return await client.create_run(job, configmap), state_from, spec
 
     async def _previous_results(
         self, client: RunClient, spec: DbtRunSpec, identity: RunIdentity

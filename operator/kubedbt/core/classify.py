@@ -62,6 +62,8 @@ RETRYABLE: Final[dict[OutcomeKind, bool]] = {
 }
 
 DBT_CONTAINER: Final = "dbt"
+# Exit codes dbt itself chooses; anything else means it was killed or could not run.
+DBT_EXIT_CODES: Final = (0, 1, 2)
 DISRUPTION_REASONS: Final = frozenset(
     {"Evicted", "Preempting", "NodeLost", "NodeShutdown", "Terminated"}
 )
@@ -124,28 +126,42 @@ def classify(evidence: Evidence) -> Outcome:
     dbt = container_status(pod, DBT_CONTAINER) if pod else None
     if evidence.timed_out is not None:
         return _timed_out(evidence.timed_out, pod, dbt)
-    disrupted = _disruption(pod)
-    if disrupted is not None and not _terminated(dbt):
-        return _outcome("disrupted", disrupted, evidence=[disrupted])
-    deadline = _job_condition(evidence.job, "Failed", "DeadlineExceeded")
-    if deadline is not None and not _terminated(dbt):
+    # What happened from outside comes before dbt's exit code: an evicted or timed-out pod ends
+    # with dbt killed (137), which says nothing about dbt itself.
+    deadline = _job_condition(evidence.job, "DeadlineExceeded")
+    if deadline is not None and _dbt_exit_code(dbt) not in DBT_EXIT_CODES:
         return _outcome("deadline_exceeded", f"the Job's activeDeadlineSeconds passed: {deadline}")
+    disruption = next(filter(None, (_disruption(p) for p in _newest_first(evidence.pods))), None)
+    if disruption is not None and _dbt_exit_code(dbt) not in DBT_EXIT_CODES:
+        return _outcome("disrupted", f"the pod was disrupted: {disruption}", evidence=[disruption])
     if _terminated(dbt):
         assert dbt is not None
         return _from_termination(dbt["state"]["terminated"], evidence)
     waiting = _waiting(dbt)
     if waiting is not None:
         return _from_waiting(*waiting)
-    if disrupted is not None:
-        return _outcome("disrupted", disrupted, evidence=[disrupted])
-    return _outcome("unknown", "the run ended without a dbt container state to judge by")
+    if dbt is not None and (dbt.get("state") or {}).get("running"):
+        return _outcome("unknown", "the watch ended while dbt was still running")
+    return _outcome("unknown", "the run ended before the dbt container reported a state")
+
+
+def _newest_first(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return sorted(pods, key=_created, reverse=True)
+
+
+def _created(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("metadata") or {}).get("creationTimestamp") or "")
+
+
+def _dbt_exit_code(status: Mapping[str, Any] | None) -> int | None:
+    terminated = ((status or {}).get("state") or {}).get("terminated") or {}
+    code = terminated.get("exitCode")
+    return code if isinstance(code, int) else None
 
 
 def latest_pod(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """The most recently created pod (a Job replaces pods lost to disruptions)."""
-    if not pods:
-        return None
-    return max(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+    return max(pods, key=_created) if pods else None
 
 
 def container_status(pod: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
@@ -179,10 +195,11 @@ def _disruption(pod: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def _job_condition(job: Mapping[str, Any] | None, kind: str, reason: str) -> str | None:
+def _job_condition(job: Mapping[str, Any] | None, reason: str) -> str | None:
+    """The message of a true Failed (or, before it, FailureTarget) condition with `reason`."""
     for condition in ((job or {}).get("status") or {}).get("conditions") or []:
         if (
-            condition.get("type") == kind
+            condition.get("type") in ("Failed", "FailureTarget")
             and condition.get("status") == "True"
             and condition.get("reason") == reason
         ):
@@ -222,7 +239,9 @@ def _from_waiting(reason: str, message: str) -> Outcome:
                 "image_invalid", f"the image cannot be pulled: {message}", evidence=evidence
             )
         return _outcome(
-            "image_pull_failed", f"pulling the image failed: {message}", evidence=evidence
+            "image_pull_failed",
+            f"pulling the image failed ({reason}): {message}",
+            evidence=evidence,
         )
     if reason in ("CreateContainerConfigError", "CreateContainerError"):
         return _outcome(
