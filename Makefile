@@ -75,9 +75,17 @@ demo: venv ## Local cluster, images, then the example DAG through Airflow with D
 	$(MAKE) images
 	examples/demo/run.sh
 
+HELM ?= $(CLUSTER_STATE)/bin/helm
+export HELM
+
+.PHONY: helm-lint
+helm-lint: ## helm lint --strict and the chart's template tests (no cluster needed, helm built)
+	$(HELM) lint --strict helm/kubedbt
+	$(BIN)/pytest tests/helm -m "not cluster"
+
 .PHONY: test-cluster
-test-cluster: venv ## Cluster smoke tests and the renderer's server-side dry run (cluster up)
-	KUBEDBT_REQUIRE_CLUSTER=1 $(BIN)/pytest tests/cluster
+test-cluster: venv ## Smoke tests, dry runs, the sidecar round trip, the chart installed (cluster up)
+	KUBEDBT_REQUIRE_CLUSTER=1 $(BIN)/pytest tests/cluster tests/helm
 
 .PHONY: test-e2e
 test-e2e: venv ## DAGs through Airflow on the local cluster with the real images (cluster up, images built)

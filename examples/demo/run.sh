@@ -8,14 +8,36 @@ kubeconfig=${KUBECONFIG:-/var/lib/kubedbt-cluster/admin.kubeconfig}
 kubectl=${KUBECTL:-/var/lib/kubedbt-cluster/bin/kubectl}
 airflow=$repo/.venv/bin/airflow
 
-"$kubectl" --kubeconfig "$kubeconfig" apply -f "$repo/examples/demo/namespace.yaml" >&2
+helm=${HELM:-/var/lib/kubedbt-cluster/bin/helm}
+k() { "$kubectl" --kubeconfig "$kubeconfig" "$@"; }
+
+# What a platform engineer installs once per namespace: the pods' ServiceAccount, the sidecar's
+# Role, and the launcher identity Airflow uses (here a ServiceAccount, since Airflow runs outside).
+"$helm" --kubeconfig "$kubeconfig" upgrade --install kubedbt "$repo/helm/kubedbt" \
+  --namespace kubedbt-demo --create-namespace --set launcher.createServiceAccount=true >/dev/null
+echo "[demo] chart installed in kubedbt-demo" >&2
 
 home=$(mktemp -d /tmp/kubedbt-demo-airflow.XXXXXX)
 trap 'rm -rf "$home"' EXIT
+# Airflow talks to the cluster as the chart's launcher, not as cluster-admin.
+launcher=$home/launcher.kubeconfig
+k config view --raw --minify -o json >"$launcher.admin"
+token=$(k -n kubedbt-demo create token kubedbt-launcher --duration 2h)
+"$repo/.venv/bin/python" - "$launcher.admin" "$launcher" "$token" <<'PY'
+import json, sys
+admin, out, token = sys.argv[1], sys.argv[2], sys.argv[3]
+config = json.load(open(admin))
+config["users"] = [{"name": "kubedbt-launcher", "user": {"token": token}}]
+for context in config["contexts"]:
+    context["context"].update(user="kubedbt-launcher", namespace="kubedbt-demo")
+json.dump(config, open(out, "w"))
+PY
+rm -f "$launcher.admin"
+
 export AIRFLOW_HOME=$home
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__DAGS_FOLDER=$repo/examples/dags
-export AIRFLOW_CONN_KUBERNETES_DEFAULT="{\"conn_type\": \"kubernetes\", \"extra\": {\"kube_config_path\": \"$kubeconfig\"}}"
+export AIRFLOW_CONN_KUBERNETES_DEFAULT="{\"conn_type\": \"kubernetes\", \"extra\": {\"kube_config_path\": \"$launcher\"}}"
 "$airflow" db migrate >/dev/null
 
 echo "[demo] running the jaffle_shop DAG (dbt build on DuckDB, deferrable)" >&2
@@ -45,4 +67,4 @@ print("\n".join(summary_lines(xcom["return_value"])))
 PY
 echo
 echo "Jobs in kubedbt-demo (a succeeded run's Job is deleted; failed ones stay for a day):"
-"$kubectl" --kubeconfig "$kubeconfig" -n kubedbt-demo get jobs -L kubedbt.io/dag-id,kubedbt.io/try-number
+k -n kubedbt-demo get jobs -L kubedbt.io/dag-id,kubedbt.io/try-number

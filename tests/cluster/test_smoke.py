@@ -112,7 +112,11 @@ class SmokeCluster:
         return pods[0]
 
     def log(self, pod: client.V1Pod) -> str:
-        return str(self.core.read_namespaced_pod_log(pod.metadata.name, self.namespace))
+        # Raw bytes: some client versions hand back str(bytes) ("b'...'") for logs.
+        response = self.core.read_namespaced_pod_log(
+            pod.metadata.name, self.namespace, _preload_content=False
+        )
+        return str(response.data.decode())
 
     def within(self, timeout: float, what: str, probe: Callable[[], T | None]) -> T:
         """:func:`eventually`, with the namespace's pods and events in the timeout message."""

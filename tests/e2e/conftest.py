@@ -27,6 +27,8 @@ from tests.e2e.run_dag import REPORT_PREFIX
 REPO = Path(__file__).parents[2]
 DAGS = Path(__file__).parent / "dags" / "e2e_dags.py"
 DEFAULT_KUBECONFIG = "/var/lib/kubedbt-cluster/admin.kubeconfig"
+CHART = REPO / "helm" / "kubedbt"
+HELM = os.environ.get("HELM", "/var/lib/kubedbt-cluster/bin/helm")
 
 
 def kubeconfig_path() -> Path:
@@ -56,34 +58,57 @@ def node_ip(kube: client.ApiClient) -> str:
 
 @pytest.fixture
 def namespace(kube: client.ApiClient) -> Iterator[str]:
-    """A fresh namespace with the ServiceAccount the dbt pods run as and the sidecar's Role."""
+    """A fresh namespace with the helm chart installed: the `dbt` ServiceAccount the pods run as,
+    the sidecar's Role, and the launcher identity the Airflow side uses."""
     name = f"kubedbt-e2e-{uuid.uuid4().hex[:8]}"
-    core, rbac = client.CoreV1Api(kube), client.RbacAuthorizationV1Api(kube)
+    core = client.CoreV1Api(kube)
     core.create_namespace({"metadata": {"name": name}})
-    core.create_namespaced_service_account(name, {"metadata": {"name": "dbt"}})
-    rbac.create_namespaced_role(
-        name,
-        {
-            "metadata": {"name": "kubedbt-sidecar"},
-            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"]}],
-        },
-    )
-    rbac.create_namespaced_role_binding(
-        name,
-        {
-            "metadata": {"name": "kubedbt-sidecar"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "kubedbt-sidecar",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": "dbt", "namespace": name}],
-        },
-    )
     try:
+        subprocess.run(
+            [HELM, "install", "kubedbt", str(CHART), "--namespace", name,
+             "--set", "launcher.createServiceAccount=true",
+             "--kubeconfig", str(kubeconfig_path())],
+            check=True, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
         yield name
     finally:
         core.delete_namespace(name)
+
+
+@pytest.fixture
+def launcher_kubeconfig(kube: client.ApiClient, namespace: str, tmp_path: Path) -> Path:
+    """A kubeconfig for the chart's launcher ServiceAccount: what Airflow gets, not cluster-admin,
+    so a permission the chart lacks fails the tests."""
+    request = {"spec": {"expirationSeconds": 7200}}
+    token = (
+        client.CoreV1Api(kube)
+        .create_namespaced_service_account_token("kubedbt-launcher", namespace, request)
+        .status.token
+    )
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "local",
+                "cluster": {
+                    "server": kube.configuration.host,
+                    "certificate-authority": kube.configuration.ssl_ca_cert,
+                },
+            }
+        ],
+        "users": [{"name": "kubedbt-launcher", "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "launcher",
+                "context": {"cluster": "local", "user": "kubedbt-launcher", "namespace": namespace},
+            }
+        ],
+        "current-context": "launcher",
+    }
+    path = tmp_path / "launcher.kubeconfig"
+    path.write_text(json.dumps(config))
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -132,13 +157,14 @@ class DagRunner:
     namespace: str
     workdir: Path
     node_ip: str
+    kubeconfig: Path
 
     def start(
         self, dag_id: str, *, conf: dict[str, Any] | None = None, logical_date: str | None = None
     ) -> subprocess.Popen[str]:
         home = self.workdir / f"airflow-{uuid.uuid4().hex[:8]}"
         shutil.copytree(self.template, home)
-        kubeconfig = str(kubeconfig_path())
+        kubeconfig = str(self.kubeconfig)
         env = {
             **os.environ,
             **_airflow_env(home),
@@ -176,7 +202,11 @@ class DagRunner:
 
 @pytest.fixture
 def dag_runner(
-    airflow_template: Path, namespace: str, tmp_path: Path, kube: client.ApiClient
+    airflow_template: Path,
+    namespace: str,
+    tmp_path: Path,
+    kube: client.ApiClient,
+    launcher_kubeconfig: Path,
 ) -> DagRunner:
     tmp_path.chmod(0o755)
-    return DagRunner(airflow_template, namespace, tmp_path, node_ip(kube))
+    return DagRunner(airflow_template, namespace, tmp_path, node_ip(kube), launcher_kubeconfig)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -15,7 +16,6 @@ from kubedbt.airflow import DbtJobOperator, DbtJobTrigger
 from kubedbt.airflow.trigger import ConnectionArgs, TriggerArgs
 from kubedbt.core import naming
 from kubedbt.io.kube import RunClient
-from tests.e2e.conftest import kubeconfig_path
 
 pytestmark = pytest.mark.cluster
 
@@ -34,12 +34,12 @@ def _spec(namespace: str) -> DbtRunSpec:
     )
 
 
-def _connection() -> ConnectionArgs:
-    return ConnectionArgs(kubernetes_conn_id=None, config_file=str(kubeconfig_path()))
+def _connection(kubeconfig: Path) -> ConnectionArgs:
+    return ConnectionArgs(kubernetes_conn_id=None, config_file=str(kubeconfig))
 
 
-async def _create(spec: DbtRunSpec, identity: RunIdentity) -> str:
-    async with _connection().async_hook().get_conn() as api_client:
+async def _create(kubeconfig: Path, spec: DbtRunSpec, identity: RunIdentity) -> str:
+    async with _connection(kubeconfig).async_hook().get_conn() as api_client:
         created = await RunClient(api_client).create_run(
             render_job(spec, identity), render_results_configmap(spec, identity)
         )
@@ -76,7 +76,7 @@ def _wait_gone(kube: client.ApiClient, namespace: str, job_name: str) -> None:
 
 
 def test_on_kill_while_deferred_deletes_this_try_only(
-    kube: client.ApiClient, namespace: str
+    kube: client.ApiClient, namespace: str, launcher_kubeconfig: Path
 ) -> None:
     spec = _spec(namespace)
     run_id = f"manual__{uuid.uuid4().hex}"
@@ -84,8 +84,8 @@ def test_on_kill_while_deferred_deletes_this_try_only(
         RunIdentity("kill", "build", run_id, try_number=1),
         RunIdentity("kill", "build", run_id, try_number=2),
     )
-    first_job = asyncio.run(_create(spec, first))
-    second_job = asyncio.run(_create(spec, second))
+    first_job = asyncio.run(_create(launcher_kubeconfig, spec, first))
+    second_job = asyncio.run(_create(launcher_kubeconfig, spec, second))
     _wait_running(kube, namespace, second_job)
     args = TriggerArgs(
         job_name=second_job,
@@ -93,7 +93,7 @@ def test_on_kill_while_deferred_deletes_this_try_only(
         configmap_name=naming.results_configmap_name(second),
         selector=naming.selector_labels(second),
         startup_deadline=time.time() + 120,
-        connection=_connection(),
+        connection=_connection(launcher_kubeconfig),
     )
     trigger = DbtJobTrigger(**args.to_kwargs())
 
@@ -111,17 +111,19 @@ def test_on_kill_while_deferred_deletes_this_try_only(
     assert first_job in _job_names(kube, namespace), "another try's Job must stay"
 
 
-def test_on_kill_in_sync_mode_deletes_the_job(kube: client.ApiClient, namespace: str) -> None:
+def test_on_kill_in_sync_mode_deletes_the_job(
+    kube: client.ApiClient, namespace: str, launcher_kubeconfig: Path
+) -> None:
     spec = _spec(namespace)
     identity = RunIdentity("kill_sync", "build", f"manual__{uuid.uuid4().hex}")
-    job_name = asyncio.run(_create(spec, identity))
+    job_name = asyncio.run(_create(launcher_kubeconfig, spec, identity))
     _wait_running(kube, namespace, job_name)
     operator = DbtJobOperator(
         task_id="build",
         command="build",
         image="kubedbt/dbt:dev",
         kubernetes_conn_id=None,
-        config_file=str(kubeconfig_path()),
+        config_file=str(launcher_kubeconfig),
         deferrable=False,
     )
     operator._running = (job_name, namespace)  # what execute() records once the Job exists
