@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import subprocess
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from tests.e2e.conftest import DagRun, DagRunner
+from tests.e2e.conftest import CHART, HELM, DagRun, DagRunner, kubeconfig_path
 
 pytestmark = pytest.mark.cluster
 
@@ -158,3 +159,21 @@ def test_concurrent_runs_read_only_their_own_results(dag_runner: DagRunner) -> N
             run.xcom["return_value"]["invocation_id"]
             == run.xcom["run_results"]["metadata"]["invocation_id"]
         )
+
+
+def test_namespace_defaults_fill_what_the_dag_leaves_out(dag_runner: DagRunner) -> None:
+    defaults = {
+        "defaults.enabled": "true",
+        "defaults.image": "kubedbt/dbt:dev",
+        "defaults.sidecar_image": "kubedbt/sidecar:dev",
+        "defaults.image_pull_policy": "IfNotPresent",
+    }
+    settings = [arg for key, value in defaults.items() for arg in ("--set", f"{key}={value}")]
+    subprocess.run(
+        [HELM, "upgrade", "kubedbt", str(CHART), "--namespace", dag_runner.namespace,
+         "--reuse-values", *settings, "--kubeconfig", str(kubeconfig_path())],
+        check=True, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    run = dag_runner.run("dbt_namespace_defaults")
+    assert run.task["state"] == "success", run.output[-5000:]
+    assert run.xcom["return_value"]["nodes"] == 28

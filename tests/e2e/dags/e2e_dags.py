@@ -144,3 +144,14 @@ with _dag("dbt_retry_failed_nodes") as dag:
         **COMMON,
     )
     dags[dag.dag_id] = dag
+
+with _dag("dbt_namespace_defaults") as dag:
+    # No image, sidecar image, pull policy or ServiceAccount: the chart's kubedbt-defaults has them.
+    DbtJobOperator(
+        task_id="build",
+        command="build",
+        namespace=NAMESPACE,
+        deferrable=True,
+        startup_timeout=120,
+    )
+    dags[dag.dag_id] = dag
