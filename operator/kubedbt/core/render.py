@@ -228,20 +228,27 @@ def retry_spec(spec: DbtRunSpec) -> DbtRunSpec:
 
 
 def _restore_state_container(spec: DbtRunSpec) -> dict[str, Any]:
-    container: dict[str, Any] = {
-        "name": RESTORE_CONTAINER,
-        "image": spec.sidecar_image,
-        "command": ["kubedbt-sidecar", "restore-state"],
-        "args": [
-            "--archive",
-            f"{PREVIOUS_DIR}/{RUN_RESULTS_KEY}",
-            "--into",
-            STATE_DIR,
-        ],
-        "volumeMounts": [
+    return _kubedbt_container(
+        spec,
+        RESTORE_CONTAINER,
+        ["restore-state", "--archive", f"{PREVIOUS_DIR}/{RUN_RESULTS_KEY}", "--into", STATE_DIR],
+        [
             {"name": ARTIFACTS_VOLUME, "mountPath": ARTIFACTS_DIR},
             {"name": PREVIOUS_VOLUME, "mountPath": PREVIOUS_DIR, "readOnly": True},
         ],
+    )
+
+
+def _kubedbt_container(
+    spec: DbtRunSpec, name: str, args: list[str], mounts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A container of kubedbt's own image (`kubedbt-sidecar ARGS`), small and locked down."""
+    container: dict[str, Any] = {
+        "name": name,
+        "image": spec.sidecar_image,
+        "command": ["kubedbt-sidecar"],
+        "args": args,
+        "volumeMounts": mounts,
         "resources": copy.deepcopy(_SIDECAR_RESOURCES),
         "securityContext": {**copy.deepcopy(_CONTAINER_SECURITY), "readOnlyRootFilesystem": True},
     }
@@ -281,13 +288,10 @@ def _dbt_container(spec: DbtRunSpec) -> dict[str, Any]:
 
 
 def _sidecar_container(spec: DbtRunSpec, identity: RunIdentity) -> dict[str, Any]:
-    container: dict[str, Any] = {
-        "name": SIDECAR_CONTAINER,
-        "image": spec.sidecar_image,
-        # A native sidecar: started before dbt, stopped by the kubelet after dbt exits.
-        "restartPolicy": "Always",
-        "command": ["kubedbt-sidecar"],
-        "args": [
+    container = _kubedbt_container(
+        spec,
+        SIDECAR_CONTAINER,
+        [
             "--configmap",
             naming.results_configmap_name(identity),
             "--target-path",
@@ -295,25 +299,20 @@ def _sidecar_container(spec: DbtRunSpec, identity: RunIdentity) -> dict[str, Any
             "--log-file",
             JSON_LOG_FILE,
         ],
-        "env": [
-            {
-                "name": "POD_NAMESPACE",
-                "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}},
-            },
-            {
-                "name": "KUBEDBT_GRACE_SECONDS",
-                "value": str(spec.termination_grace_period),
-            },
-        ],
-        "volumeMounts": [
+        [
             {"name": ARTIFACTS_VOLUME, "mountPath": ARTIFACTS_DIR, "readOnly": True},
             {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
         ],
-        "resources": copy.deepcopy(_SIDECAR_RESOURCES),
-        "securityContext": {**copy.deepcopy(_CONTAINER_SECURITY), "readOnlyRootFilesystem": True},
-    }
-    if spec.image_pull_policy is not None:
-        container["imagePullPolicy"] = spec.image_pull_policy
+    )
+    # A native sidecar: started before dbt, stopped by the kubelet after dbt exits.
+    container["restartPolicy"] = "Always"
+    container["env"] = [
+        {
+            "name": "POD_NAMESPACE",
+            "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}},
+        },
+        {"name": "KUBEDBT_GRACE_SECONDS", "value": str(spec.termination_grace_period)},
+    ]
     return container
 
 

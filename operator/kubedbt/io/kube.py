@@ -136,21 +136,20 @@ class RunClient:
             _request_timeout=timeout,
         )
 
+    async def list_objects(
+        self, method: Any, namespace: str, **selectors: str
+    ) -> tuple[list[JSON], str]:
+        """The objects a list call returns, and the list's resourceVersion to watch from."""
+        listing = await self._call(method, namespace, **selectors)
+        return [self.to_json(item) for item in listing.items], listing.metadata.resource_version
+
     async def list_pods(
         self, namespace: str, selector: Mapping[str, str]
     ) -> tuple[list[JSON], str]:
         """The pods matching `selector`, and the list's resourceVersion to watch from."""
-        listing = await self._call(
+        return await self.list_objects(
             self.core.list_namespaced_pod, namespace, label_selector=_selector(selector)
         )
-        return [self.to_json(p) for p in listing.items], listing.metadata.resource_version
-
-    async def list_jobs(self, namespace: str, name: str) -> tuple[list[JSON], str]:
-        """The Job named `name` as a list (empty when absent), and the list's resourceVersion."""
-        listing = await self._call(
-            self.batch.list_namespaced_job, namespace, field_selector=f"metadata.name={name}"
-        )
-        return [self.to_json(j) for j in listing.items], listing.metadata.resource_version
 
     async def log_tail(self, pod: str, namespace: str, container: str, lines: int) -> str | None:
         """The last `lines` lines of a container's log, or None when it cannot be read."""

@@ -136,33 +136,17 @@ class _RunWatch:
     async def until_done(self) -> Literal["startup", "execution"] | None:
         """Consume events until the Job finishes (None) or a deadline passes (which one)."""
         run, client = self.run, self.client
+        pods = {"label_selector": label_selector(run.selector)}
+        job = {"field_selector": f"metadata.name={run.job_name}"}
         watchers: set[asyncio.Future[Any]] = {
             asyncio.ensure_future(
                 _follow(
-                    self.queue,
-                    "pod",
-                    lambda rv: client.watch(
-                        client.core.list_namespaced_pod,
-                        run.namespace,
-                        resource_version=rv,
-                        timeout_seconds=WATCH_SECONDS,
-                        label_selector=label_selector(run.selector),
-                    ),
-                    lambda: client.list_pods(run.namespace, run.selector),
+                    self.queue, "pod", client, client.core.list_namespaced_pod, run.namespace, pods
                 )
             ),
             asyncio.ensure_future(
                 _follow(
-                    self.queue,
-                    "job",
-                    lambda rv: client.watch(
-                        client.batch.list_namespaced_job,
-                        run.namespace,
-                        resource_version=rv,
-                        timeout_seconds=WATCH_SECONDS,
-                        field_selector=f"metadata.name={run.job_name}",
-                    ),
-                    lambda: client.list_jobs(run.namespace, run.job_name),
+                    self.queue, "job", client, client.batch.list_namespaced_job, run.namespace, job
                 )
             ),
         }
@@ -231,8 +215,10 @@ def _job_finished(job: JSON) -> bool:
 async def _follow(
     queue: asyncio.Queue[tuple[str, str, JSON]],
     kind: str,
-    watch: Callable[[str], Any],
-    relist: Callable[[], Awaitable[tuple[list[JSON], str]]],
+    client: RunClient,
+    list_method: Any,
+    namespace: str,
+    selectors: dict[str, str],
 ) -> None:
     """Feed `queue` with the events of one watch for as long as the caller lets it run."""
     resource_version: str | None = None
@@ -241,10 +227,19 @@ async def _follow(
     while True:
         try:
             if resource_version is None:
-                items, resource_version = await relist()
+                items, resource_version = await client.list_objects(
+                    list_method, namespace, **selectors
+                )
                 for item in items:
                     queue.put_nowait((kind, "ADDED", item))
-            async for event_type, obj in watch(resource_version):
+            events = client.watch(
+                list_method,
+                namespace,
+                resource_version=resource_version,
+                timeout_seconds=WATCH_SECONDS,
+                **selectors,
+            )
+            async for event_type, obj in events:
                 resource_version = obj["metadata"]["resourceVersion"]
                 if event_type != "BOOKMARK":
                     queue.put_nowait((kind, event_type, obj))
