@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
 
 import pytest
+from kubernetes.client import ApiClient
+from kubernetes.config import new_client_from_config
 
 # Tests that import Airflow in this process must not write to ~/airflow; DAG runs in subprocesses
 # get their own AIRFLOW_HOME (tests/e2e/conftest.py).
@@ -19,3 +24,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="rewrite the golden manifests under tests/unit/golden from the current renderer",
     )
+
+
+DEFAULT_KUBECONFIG = "/var/lib/kubedbt-cluster/admin.kubeconfig"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip for want of the local cluster or its tools; fail instead under KUBEDBT_REQUIRE_CLUSTER
+    (make test sets it), where a missing cluster is an error, not a reason to test less."""
+    if os.environ.get("KUBEDBT_REQUIRE_CLUSTER"):
+        pytest.fail(f"{reason}; KUBEDBT_REQUIRE_CLUSTER is set", pytrace=False)
+    pytest.skip(reason)
+
+
+def admin_kubeconfig() -> Path:
+    """The local cluster's admin kubeconfig (KUBECONFIG, else the path make cluster-up prints)."""
+    path = Path(os.environ.get("KUBECONFIG", DEFAULT_KUBECONFIG))
+    if not path.is_file():
+        unavailable(f"no local cluster: {path} does not exist (make cluster-up)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def api_client() -> Iterator[ApiClient]:
+    """One API client for the session, authenticated as the cluster admin."""
+    api = new_client_from_config(config_file=str(admin_kubeconfig()))
+    try:
+        yield api
+    finally:
+        api.close()

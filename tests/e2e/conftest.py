@@ -20,54 +20,34 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from kubernetes.config import new_client_from_config
 
+from tests.conftest import admin_kubeconfig
 from tests.e2e.run_dag import REPORT_PREFIX
 
 REPO = Path(__file__).parents[2]
 DAGS = Path(__file__).parent / "dags" / "e2e_dags.py"
-DEFAULT_KUBECONFIG = "/var/lib/kubedbt-cluster/admin.kubeconfig"
 CHART = REPO / "helm" / "kubedbt"
 HELM = os.environ.get("HELM", "/var/lib/kubedbt-cluster/bin/helm")
 
 
-def kubeconfig_path() -> Path:
-    path = Path(os.environ.get("KUBECONFIG", DEFAULT_KUBECONFIG))
-    if not path.is_file():
-        reason = f"no local cluster: {path} does not exist (make cluster-up)"
-        if os.environ.get("KUBEDBT_REQUIRE_CLUSTER"):
-            pytest.fail(f"{reason}; KUBEDBT_REQUIRE_CLUSTER is set", pytrace=False)
-        pytest.skip(reason)
-    return path
-
-
-@pytest.fixture(scope="session")
-def kube() -> Iterator[client.ApiClient]:
-    api = new_client_from_config(config_file=str(kubeconfig_path()))
-    try:
-        yield api
-    finally:
-        api.close()
-
-
-def node_ip(kube: client.ApiClient) -> str:
+def node_ip(api_client: client.ApiClient) -> str:
     """The address pods reach this machine at: the node's InternalIP."""
-    (node,) = client.CoreV1Api(kube).list_node().items
+    (node,) = client.CoreV1Api(api_client).list_node().items
     return next(str(a.address) for a in node.status.addresses if a.type == "InternalIP")
 
 
 @pytest.fixture
-def namespace(kube: client.ApiClient) -> Iterator[str]:
+def namespace(api_client: client.ApiClient) -> Iterator[str]:
     """A fresh namespace with the helm chart installed: the `dbt` ServiceAccount the pods run as,
     the sidecar's Role, and the launcher identity the Airflow side uses."""
     name = f"kubedbt-e2e-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(kube)
+    core = client.CoreV1Api(api_client)
     core.create_namespace({"metadata": {"name": name}})
     try:
         subprocess.run(
             [HELM, "install", "kubedbt", str(CHART), "--namespace", name,
              "--set", "launcher.createServiceAccount=true",
-             "--kubeconfig", str(kubeconfig_path())],
+             "--kubeconfig", str(admin_kubeconfig())],
             check=True, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         yield name
@@ -76,12 +56,12 @@ def namespace(kube: client.ApiClient) -> Iterator[str]:
 
 
 @pytest.fixture
-def launcher_kubeconfig(kube: client.ApiClient, namespace: str, tmp_path: Path) -> Path:
+def launcher_kubeconfig(api_client: client.ApiClient, namespace: str, tmp_path: Path) -> Path:
     """A kubeconfig for the chart's launcher ServiceAccount: what Airflow gets, not cluster-admin,
     so a permission the chart lacks fails the tests."""
     request = {"spec": {"expirationSeconds": 7200}}
     token = (
-        client.CoreV1Api(kube)
+        client.CoreV1Api(api_client)
         .create_namespaced_service_account_token("kubedbt-launcher", namespace, request)
         .status.token
     )
@@ -92,8 +72,8 @@ def launcher_kubeconfig(kube: client.ApiClient, namespace: str, tmp_path: Path) 
             {
                 "name": "local",
                 "cluster": {
-                    "server": kube.configuration.host,
-                    "certificate-authority": kube.configuration.ssl_ca_cert,
+                    "server": api_client.configuration.host,
+                    "certificate-authority": api_client.configuration.ssl_ca_cert,
                 },
             }
         ],
@@ -205,8 +185,10 @@ def dag_runner(
     airflow_template: Path,
     namespace: str,
     tmp_path: Path,
-    kube: client.ApiClient,
+    api_client: client.ApiClient,
     launcher_kubeconfig: Path,
 ) -> DagRunner:
     tmp_path.chmod(0o755)
-    return DagRunner(airflow_template, namespace, tmp_path, node_ip(kube), launcher_kubeconfig)
+    return DagRunner(
+        airflow_template, namespace, tmp_path, node_ip(api_client), launcher_kubeconfig
+    )

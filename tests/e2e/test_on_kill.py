@@ -46,10 +46,10 @@ async def _create(kubeconfig: Path, spec: DbtRunSpec, identity: RunIdentity) -> 
     return created.job_name
 
 
-def _wait_running(kube: client.ApiClient, namespace: str, job_name: str) -> None:
+def _wait_running(api_client: client.ApiClient, namespace: str, job_name: str) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        pods = client.CoreV1Api(kube).list_namespaced_pod(
+        pods = client.CoreV1Api(api_client).list_namespaced_pod(
             namespace, label_selector=f"app.kubernetes.io/instance={job_name}"
         )
         statuses = [s for p in pods.items for s in p.status.container_statuses or []]
@@ -59,24 +59,26 @@ def _wait_running(kube: client.ApiClient, namespace: str, job_name: str) -> None
     pytest.fail(f"{job_name} did not start within 120s")
 
 
-def _job_names(kube: client.ApiClient, namespace: str) -> set[str]:
-    return {j.metadata.name for j in client.BatchV1Api(kube).list_namespaced_job(namespace).items}
+def _job_names(api_client: client.ApiClient, namespace: str) -> set[str]:
+    return {
+        j.metadata.name for j in client.BatchV1Api(api_client).list_namespaced_job(namespace).items
+    }
 
 
-def _wait_gone(kube: client.ApiClient, namespace: str, job_name: str) -> None:
+def _wait_gone(api_client: client.ApiClient, namespace: str, job_name: str) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        pods = client.CoreV1Api(kube).list_namespaced_pod(
+        pods = client.CoreV1Api(api_client).list_namespaced_pod(
             namespace, label_selector=f"app.kubernetes.io/instance={job_name}"
         )
-        if job_name not in _job_names(kube, namespace) and not pods.items:
+        if job_name not in _job_names(api_client, namespace) and not pods.items:
             return
         time.sleep(1)
     pytest.fail(f"{job_name} or its pods are still there after 120s")
 
 
 def test_on_kill_while_deferred_deletes_this_try_only(
-    kube: client.ApiClient, namespace: str, launcher_kubeconfig: Path
+    api_client: client.ApiClient, namespace: str, launcher_kubeconfig: Path
 ) -> None:
     spec = _spec(namespace)
     run_id = f"manual__{uuid.uuid4().hex}"
@@ -86,7 +88,7 @@ def test_on_kill_while_deferred_deletes_this_try_only(
     )
     first_job = asyncio.run(_create(launcher_kubeconfig, spec, first))
     second_job = asyncio.run(_create(launcher_kubeconfig, spec, second))
-    _wait_running(kube, namespace, second_job)
+    _wait_running(api_client, namespace, second_job)
     args = TriggerArgs(
         job_name=second_job,
         namespace=namespace,
@@ -107,17 +109,17 @@ def test_on_kill_while_deferred_deletes_this_try_only(
         await trigger.on_kill()
 
     asyncio.run(deferred_then_killed())
-    _wait_gone(kube, namespace, second_job)
-    assert first_job in _job_names(kube, namespace), "another try's Job must stay"
+    _wait_gone(api_client, namespace, second_job)
+    assert first_job in _job_names(api_client, namespace), "another try's Job must stay"
 
 
 def test_on_kill_in_sync_mode_deletes_the_job(
-    kube: client.ApiClient, namespace: str, launcher_kubeconfig: Path
+    api_client: client.ApiClient, namespace: str, launcher_kubeconfig: Path
 ) -> None:
     spec = _spec(namespace)
     identity = RunIdentity("kill_sync", "build", f"manual__{uuid.uuid4().hex}")
     job_name = asyncio.run(_create(launcher_kubeconfig, spec, identity))
-    _wait_running(kube, namespace, job_name)
+    _wait_running(api_client, namespace, job_name)
     operator = DbtJobOperator(
         task_id="build",
         command="build",
@@ -128,4 +130,4 @@ def test_on_kill_in_sync_mode_deletes_the_job(
     )
     operator._running = (job_name, namespace)  # what execute() records once the Job exists
     operator.on_kill()
-    _wait_gone(kube, namespace, job_name)
+    _wait_gone(api_client, namespace, job_name)

@@ -9,17 +9,18 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.e2e.conftest import CHART, HELM, DagRun, DagRunner, kubeconfig_path
+from tests.conftest import admin_kubeconfig
+from tests.e2e.conftest import CHART, HELM, DagRun, DagRunner
 
 pytestmark = pytest.mark.cluster
 
 
-def _jobs(kube: client.ApiClient, namespace: str) -> list[Any]:
-    return list(client.BatchV1Api(kube).list_namespaced_job(namespace).items)
+def _jobs(api_client: client.ApiClient, namespace: str) -> list[Any]:
+    return list(client.BatchV1Api(api_client).list_namespaced_job(namespace).items)
 
 
-def _pods(kube: client.ApiClient, namespace: str) -> list[Any]:
-    return list(client.CoreV1Api(kube).list_namespaced_pod(namespace).items)
+def _pods(api_client: client.ApiClient, namespace: str) -> list[Any]:
+    return list(client.CoreV1Api(api_client).list_namespaced_pod(namespace).items)
 
 
 def _failure(run: DagRun) -> dict[str, Any]:
@@ -28,7 +29,9 @@ def _failure(run: DagRun) -> dict[str, Any]:
     return dict(outcome)
 
 
-def test_success_puts_the_summary_in_xcom(dag_runner: DagRunner, kube: client.ApiClient) -> None:
+def test_success_puts_the_summary_in_xcom(
+    dag_runner: DagRunner, api_client: client.ApiClient
+) -> None:
     run = dag_runner.run("dbt_build")
     assert run.task["state"] == "success", run.output[-5000:]
     summary = run.xcom["return_value"]
@@ -38,7 +41,7 @@ def test_success_puts_the_summary_in_xcom(dag_runner: DagRunner, kube: client.Ap
     assert run.xcom["kubectl"].endswith(f"job/{run.xcom['job_name']} -c dbt")
     assert "run_results" not in run.xcom, "full run_results only on request"
     # on_finish_action=delete_succeeded_job (the default) removed the Job.
-    assert _jobs(kube, dag_runner.namespace) == []
+    assert _jobs(api_client, dag_runner.namespace) == []
 
 
 def test_sync_mode_streams_dbt_log(dag_runner: DagRunner) -> None:
@@ -48,7 +51,7 @@ def test_sync_mode_streams_dbt_log(dag_runner: DagRunner) -> None:
     assert "Completed successfully" in run.output
 
 
-def test_data_test_failure_is_terminal(dag_runner: DagRunner, kube: client.ApiClient) -> None:
+def test_data_test_failure_is_terminal(dag_runner: DagRunner, api_client: client.ApiClient) -> None:
     run = dag_runner.run("dbt_build", conf={"vars": {"fail_test": True}})
     assert run.task["state"] == "failed"
     assert run.task["try_number"] == 1, "a failing data test must not be retried"
@@ -57,12 +60,12 @@ def test_data_test_failure_is_terminal(dag_runner: DagRunner, kube: client.ApiCl
     assert outcome["retryable"] is False
     assert "assert_order_amount_matches_payments" in outcome["reason"]
     # The failed Job stays for debugging (and for a failed_nodes retry).
-    (job,) = _jobs(kube, dag_runner.namespace)
+    (job,) = _jobs(api_client, dag_runner.namespace)
     assert job.status.failed == 1
 
 
 def test_parse_error_is_terminal_and_not_retried_in_cluster(
-    dag_runner: DagRunner, kube: client.ApiClient
+    dag_runner: DagRunner, api_client: client.ApiClient
 ) -> None:
     run = dag_runner.run("dbt_build", conf={"vars": {"fail_parse": True}})
     assert run.task["state"] == "failed"
@@ -70,10 +73,10 @@ def test_parse_error_is_terminal_and_not_retried_in_cluster(
     outcome = _failure(run)
     assert outcome["kind"] == "dbt_error"
     assert "fail_parse is set" in outcome["reason"]
-    (job,) = _jobs(kube, dag_runner.namespace)
+    (job,) = _jobs(api_client, dag_runner.namespace)
     reasons = {c.reason for c in job.status.conditions if c.status == "True"}
     assert "PodFailurePolicy" in reasons
-    assert len(_pods(kube, dag_runner.namespace)) == 1, "no in-cluster retry"
+    assert len(_pods(api_client, dag_runner.namespace)) == 1, "no in-cluster retry"
 
 
 def test_warehouse_down_is_retryable(dag_runner: DagRunner) -> None:
@@ -96,14 +99,14 @@ def test_oom_killed_says_to_raise_the_limit(dag_runner: DagRunner) -> None:
 
 
 def test_pull_failure_reaches_startup_timeout(
-    dag_runner: DagRunner, kube: client.ApiClient
+    dag_runner: DagRunner, api_client: client.ApiClient
 ) -> None:
     run = dag_runner.run("dbt_bad_image")
     assert run.task["state"] == "failed"
     outcome = _failure(run)
     assert outcome["kind"] == "startup_timeout"
     assert "ImagePull" in outcome["reason"] or "ErrImagePull" in outcome["reason"]
-    assert _jobs(kube, dag_runner.namespace) == [], "an abandoned run's Job is deleted"
+    assert _jobs(api_client, dag_runner.namespace) == [], "an abandoned run's Job is deleted"
 
 
 def test_invalid_image_fails_at_once(dag_runner: DagRunner) -> None:
@@ -122,7 +125,7 @@ def test_unschedulable_pod_reaches_startup_timeout(dag_runner: DagRunner) -> Non
 
 
 def test_failed_nodes_retry_reruns_only_what_failed(
-    dag_runner: DagRunner, kube: client.ApiClient
+    dag_runner: DagRunner, api_client: client.ApiClient
 ) -> None:
     warehouse = dag_runner.workdir / "warehouse"
     warehouse.mkdir(mode=0o777)
@@ -134,7 +137,7 @@ def test_failed_nodes_retry_reruns_only_what_failed(
     assert "model.jaffle_shop.orders" in rerun
     assert "seed.jaffle_shop.raw_customers" not in rerun, "seeds succeeded on try 1"
     assert 0 < len(rerun) < 28
-    (first_try,) = _jobs(kube, dag_runner.namespace)
+    (first_try,) = _jobs(api_client, dag_runner.namespace)
     assert first_try.metadata.labels["kubedbt.io/try-number"] == "1"
     assert "dbt retry" in run.output
 
@@ -171,7 +174,7 @@ def test_namespace_defaults_fill_what_the_dag_leaves_out(dag_runner: DagRunner) 
     settings = [arg for key, value in defaults.items() for arg in ("--set", f"{key}={value}")]
     subprocess.run(
         [HELM, "upgrade", "kubedbt", str(CHART), "--namespace", dag_runner.namespace,
-         "--reuse-values", *settings, "--kubeconfig", str(kubeconfig_path())],
+         "--reuse-values", *settings, "--kubeconfig", str(admin_kubeconfig())],
         check=True, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     run = dag_runner.run("dbt_namespace_defaults")

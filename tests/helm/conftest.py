@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import unavailable
+
 CHART = Path(__file__).parents[2] / "helm" / "kubedbt"
 DEFAULT_HELM = "/var/lib/kubedbt-cluster/bin/helm"
 
@@ -53,8 +55,5 @@ class Helm:
 def helm() -> Helm:
     binary = os.environ.get("HELM", DEFAULT_HELM)
     if not Path(binary).is_file():
-        reason = f"no helm binary at {binary} (set HELM, or build it with tests/cluster/up.sh)"
-        if os.environ.get("KUBEDBT_REQUIRE_CLUSTER"):
-            pytest.fail(f"{reason}; KUBEDBT_REQUIRE_CLUSTER is set", pytrace=False)
-        pytest.skip(reason)
+        unavailable(f"no helm binary at {binary} (set HELM, or build it with make cluster-up)")
     return Helm(binary)

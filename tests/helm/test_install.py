@@ -24,11 +24,11 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import new_client_from_config
 
+from tests.conftest import admin_kubeconfig
 from tests.helm.conftest import CHART, Helm
 
 pytestmark = pytest.mark.cluster
 
-DEFAULT_KUBECONFIG = "/var/lib/kubedbt-cluster/admin.kubeconfig"
 DEFAULT_KUBECTL = "/var/lib/kubedbt-cluster/bin/kubectl"
 # Built by tests/cluster/images.sh and imported into the node; nothing can be pulled.
 TEST_IMAGE = "kubedbt/base:bookworm"
@@ -98,12 +98,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(helm: Helm) -> Iterator[Cluster]:
-    kubeconfig = Path(os.environ.get("KUBECONFIG", DEFAULT_KUBECONFIG))
-    if not kubeconfig.is_file():
-        reason = f"no local cluster: {kubeconfig} does not exist (start one with make cluster-up)"
-        if os.environ.get("KUBEDBT_REQUIRE_CLUSTER"):
-            pytest.fail(f"{reason}; KUBEDBT_REQUIRE_CLUSTER is set", pytrace=False)
-        pytest.skip(reason)
+    kubeconfig = admin_kubeconfig()
     api = new_client_from_config(config_file=str(kubeconfig))
     try:
         yield Cluster(kubeconfig, api, helm)
