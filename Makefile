@@ -44,6 +44,7 @@ lint: venv ## ruff, mypy --strict and the import-linter layer contracts
 .PHONY: test-unit
 test-unit: venv dbt-venv ## Tests of the pure code and the uploader on real dbt output (no cluster)
 	KUBEDBT_DBT=$(DBT_VENV)/bin/dbt $(BIN)/pytest tests/unit
+	$(BIN)/pytest tests/cli -m "not cluster"
 
 .PHONY: golden
 golden: venv ## Rewrite the golden manifests after a deliberate rendering change
@@ -84,8 +85,9 @@ helm-lint: ## helm lint --strict and the chart's template tests (no cluster need
 	$(BIN)/pytest tests/helm -m "not cluster"
 
 .PHONY: test-cluster
-test-cluster: venv ## Smoke tests, dry runs, the sidecar round trip, the chart installed (cluster up)
+test-cluster: venv ## Smoke tests, dry runs, sidecar round trip, chart, kubectl dbt (cluster up, images)
 	KUBEDBT_REQUIRE_CLUSTER=1 $(BIN)/pytest tests/cluster tests/helm
+	KUBEDBT_REQUIRE_CLUSTER=1 $(BIN)/pytest tests/cli -m cluster
 
 .PHONY: test-e2e
 test-e2e: venv ## DAGs through Airflow on the local cluster with the real images (cluster up, images built)

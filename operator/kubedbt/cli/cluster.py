@@ -1,0 +1,165 @@
+"""The cluster as the plugin sees it: one async API client per invocation, over kubedbt's RunClient.
+
+Reads go through RunClient and its retry policy, with a policy short enough for a terminal (a few
+attempts within seconds, not the operator's two minutes). The listing and log calls RunClient has no
+method for use its API objects under the same policy. Every API failure leaves this module as a
+CliError that says what was being done, the HTTP status and the API server's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, Final
+
+import aiohttp
+from kubernetes_asyncio import config
+from kubernetes_asyncio.client import ApiException
+
+from kubedbt.cli.context import KubeTarget
+from kubedbt.cli.errors import CliError
+from kubedbt.cli.run_info import INSTANCE_LABEL, KUBEDBT_SELECTOR, pick_run
+from kubedbt.core.classify import DBT_CONTAINER
+from kubedbt.core.errors import KubedbtError
+from kubedbt.io.kube import JSON, RunClient
+from kubedbt.io.retry import RetryPolicy
+
+CLI_POLICY: Final = RetryPolicy(attempts=3, backoff_min=0.5, backoff_max=2.0, deadline=15.0)
+# (connect, read) seconds for one request; a followed log only bounds the connect.
+REQUEST_TIMEOUT: Final = (10.0, 60.0)
+FOLLOW_TIMEOUT: Final = aiohttp.ClientTimeout(connect=10.0, sock_connect=10.0)
+
+
+class Cluster:
+    """The calls the plugin makes, in one namespace (or all of them, for listing)."""
+
+    def __init__(self, client: RunClient, namespace: str) -> None:
+        self.client = client
+        self.namespace = namespace
+
+    async def list_runs(self, *, all_namespaces: bool, selector: str | None = None) -> list[JSON]:
+        """The Jobs of kubedbt runs, in the namespace or in all, narrowed by a label selector."""
+        labels = ",".join(filter(None, [KUBEDBT_SELECTOR, selector]))
+        batch = self.client.batch
+        where = "all namespaces" if all_namespaces else f'namespace "{self.namespace}"'
+        with api_errors(f"listing Jobs in {where}"):
+            if all_namespaces:
+                listing = await self.client._call(
+                    batch.list_job_for_all_namespaces,
+                    label_selector=labels,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            else:
+                listing = await self.client._call(
+                    batch.list_namespaced_job,
+                    self.namespace,
+                    label_selector=labels,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+        return [self.client.to_json(job) for job in listing.items]
+
+    async def find_run(self, wanted: str) -> JSON:
+        """The run's Job, by name or by a prefix only one run's name starts with."""
+        jobs = await self.list_runs(all_namespaces=False)
+        return dict(pick_run(jobs, wanted, self.namespace))
+
+    async def pods(self, job_name: str) -> list[JSON]:
+        """The run's pods, as the operator selects them."""
+        with api_errors(f"listing the pods of {job_name}"):
+            pods, _ = await self.client.list_pods(self.namespace, {INSTANCE_LABEL: job_name})
+        return pods
+
+    async def configmap(self, name: str) -> JSON | None:
+        """A ConfigMap in the namespace, or None when it does not exist."""
+        with api_errors(f"reading ConfigMap {name}"):
+            return await self.client.read_configmap(name, self.namespace)
+
+    async def log(self, pod: str, *, tail: int | None) -> str:
+        """The dbt container's log, or its last `tail` lines."""
+        with api_errors(f"reading the log of pod {pod}"):
+            text = await self.client._call(
+                self.client.core.read_namespaced_pod_log,
+                pod,
+                self.namespace,
+                container=DBT_CONTAINER,
+                tail_lines=tail,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        return str(text)
+
+    async def follow_log(self, pod: str, *, tail: int | None) -> AsyncIterator[str]:
+        """The dbt container's log line by line (from the last `tail` lines) until it ends."""
+        with api_errors(f"following the log of pod {pod}"):
+            response = await self.client._call(
+                self.client.core.read_namespaced_pod_log,
+                pod,
+                self.namespace,
+                container=DBT_CONTAINER,
+                follow=True,
+                tail_lines=tail,
+                _preload_content=False,
+                _request_timeout=FOLLOW_TIMEOUT,
+            )
+        try:
+            async for raw in response.content:
+                yield raw.decode("utf-8", errors="replace").rstrip("\n")
+        finally:
+            response.release()
+
+
+@asynccontextmanager
+async def connect(target: KubeTarget) -> AsyncIterator[Cluster]:
+    """One API client for the whole command, closed when it ends."""
+    try:
+        api_client = await config.new_client_from_config(
+            config_file=str(target.kubeconfig), context=target.context, persist_config=False
+        )
+    except (config.ConfigException, KeyError, ValueError, OSError) as e:
+        raise CliError(
+            f"cannot use context {target.context!r} of kubeconfig {target.kubeconfig}: {e}"
+        ) from e
+    async with api_client:
+        try:
+            yield Cluster(RunClient(api_client, CLI_POLICY), target.namespace)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            where = target.server or f"context {target.context}"
+            detail = " ".join(str(e).split()) or type(e).__name__
+            raise CliError(f"cannot reach the cluster at {where}: {detail}") from e
+
+
+@contextmanager
+def api_errors(action: str) -> Iterator[None]:
+    """Turn an API error raised inside into a CliError naming `action`, status and reason."""
+    try:
+        yield
+    except ApiException as e:
+        raise CliError(describe_api_error(action, e)) from e
+    except KubedbtError as e:
+        # RunClient wraps API errors; the ApiException it wraps has the status and the message.
+        cause = e.__cause__
+        if isinstance(cause, ApiException):
+            raise CliError(describe_api_error(action, cause)) from e
+        raise CliError(f"{action} failed: {e}") from e
+
+
+def describe_api_error(action: str, error: Any) -> str:
+    """`<action> failed: <status> <reason>: <the API server's message>`, on one line."""
+    text = f"{action} failed: {error.status} {error.reason}"
+    message = _status_message(getattr(error, "body", None))
+    return f"{text}: {message}" if message else text
+
+
+def _status_message(body: object) -> str:
+    """The `message` of a Status body; the body itself if it is short plain text."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    if not isinstance(body, str) or not body.strip():
+        return ""
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return " ".join(body.split())[:300]
+    message = status.get("message") if isinstance(status, dict) else None
+    return " ".join(str(message).split())[:300] if message else ""
