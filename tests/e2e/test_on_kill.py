@@ -16,6 +16,7 @@ from kubedbt.airflow import DbtJobOperator, DbtJobTrigger
 from kubedbt.airflow.trigger import ConnectionArgs, TriggerArgs
 from kubedbt.core import naming
 from kubedbt.io.kube import RunClient
+from kubedbt.io.watch import RunRef, WatchLimits
 
 pytestmark = pytest.mark.cluster
 
@@ -90,11 +91,13 @@ def test_on_kill_while_deferred_deletes_this_try_only(
     second_job = asyncio.run(_create(launcher_kubeconfig, spec, second))
     _wait_running(api_client, namespace, second_job)
     args = TriggerArgs(
-        job_name=second_job,
-        namespace=namespace,
-        configmap_name=naming.results_configmap_name(second),
-        selector=naming.selector_labels(second),
-        startup_deadline=time.time() + 120,
+        run=RunRef(
+            job_name=second_job,
+            namespace=namespace,
+            configmap_name=naming.results_configmap_name(second),
+            selector=naming.selector_labels(second),
+        ),
+        limits=WatchLimits(startup_deadline=time.time() + 120),
         connection=_connection(launcher_kubeconfig),
     )
     trigger = DbtJobTrigger(**args.to_kwargs())

@@ -7,21 +7,26 @@ import json
 
 from kubedbt.airflow.trigger import ConnectionArgs, DbtJobTrigger, TriggerArgs
 from kubedbt.io.retry import RetryPolicy
+from kubedbt.io.watch import RunRef, WatchLimits
 
 
 def test_serialize_round_trip() -> None:
     args = TriggerArgs(
-        job_name="dbt-daily-abc-t2",
-        namespace="analytics",
-        configmap_name="dbt-daily-abc-t2-results",
-        selector={
-            "app.kubernetes.io/name": "kubedbt",
-            "app.kubernetes.io/instance": "dbt-daily-abc-t2",
-        },
-        startup_deadline=1_790_000_000.5,
-        execution_deadline=1_790_003_600.0,
-        results_timeout=45.0,
-        log_tail_lines=20,
+        run=RunRef(
+            job_name="dbt-daily-abc-t2",
+            namespace="analytics",
+            configmap_name="dbt-daily-abc-t2-results",
+            selector={
+                "app.kubernetes.io/name": "kubedbt",
+                "app.kubernetes.io/instance": "dbt-daily-abc-t2",
+            },
+        ),
+        limits=WatchLimits(
+            startup_deadline=1_790_000_000.5,
+            execution_deadline=1_790_003_600.0,
+            results_timeout=45.0,
+            log_tail_lines=20,
+        ),
         memory_limit="2Gi",
         connection=ConnectionArgs(
             "k8s_prod", cluster_context="prod", config_file=None, in_cluster=False
@@ -40,5 +45,7 @@ def test_serialize_round_trip() -> None:
 
 
 def test_defaults_round_trip() -> None:
-    args = TriggerArgs("j", "ns", "j-results", {"a": "b"}, startup_deadline=1.0)
+    args = TriggerArgs(
+        RunRef("j", "ns", "j-results", {"a": "b"}), WatchLimits(startup_deadline=1.0)
+    )
     assert TriggerArgs.from_kwargs(args.to_kwargs()) == args

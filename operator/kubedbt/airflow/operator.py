@@ -38,7 +38,7 @@ from kubedbt.core.report import summary_lines
 from kubedbt.core.spec import DbtRunSpec, field_names
 from kubedbt.io.kube import CreatedRun, RunClient
 from kubedbt.io.retry import RetryPolicy
-from kubedbt.io.watch import watch_run
+from kubedbt.io.watch import RunRef, WatchLimits, watch_run
 
 RetryStrategy = Literal["failed_nodes", "full"]
 OnFinishAction = Literal["delete_job", "delete_succeeded_job", "keep_job"]
@@ -251,14 +251,18 @@ class DbtJobOperator(BaseOperator):
             seconds = self.execution_timeout.total_seconds()
             execution_deadline = started + max(1.0, seconds - EXECUTION_MARGIN)
         return TriggerArgs(
-            job_name=job_name,
-            namespace=spec.namespace,
-            configmap_name=naming.results_configmap_name(identity),
-            selector=naming.selector_labels(identity),
-            startup_deadline=time.time() + self.startup_timeout,
-            execution_deadline=execution_deadline,
-            results_timeout=self.results_timeout,
-            log_tail_lines=self.log_tail_lines,
+            run=RunRef(
+                job_name=job_name,
+                namespace=spec.namespace,
+                configmap_name=naming.results_configmap_name(identity),
+                selector=naming.selector_labels(identity),
+            ),
+            limits=WatchLimits(
+                startup_deadline=time.time() + self.startup_timeout,
+                execution_deadline=execution_deadline,
+                results_timeout=self.results_timeout,
+                log_tail_lines=self.log_tail_lines,
+            ),
             memory_limit=(spec.container_resources.get("limits") or {}).get("memory"),
             connection=self.connection,
             retry=self.api_retry_policy,
@@ -269,12 +273,12 @@ class DbtJobOperator(BaseOperator):
             client = RunClient(api_client, args.retry)
             result = await watch_run(
                 client,
-                args.run_ref(),
-                args.limits(),
+                args.run,
+                args.limits,
                 on_log=lambda line: self.log.info("[dbt] %s", line),
                 memory_limit=args.memory_limit,
             )
-        return run_event(args.job_name, args.namespace, classify(result.evidence), result)
+        return run_event(args.run.job_name, args.run.namespace, classify(result.evidence), result)
 
     # --- finishing ---
 

@@ -49,14 +49,8 @@ class ConnectionArgs:
 class TriggerArgs:
     """Everything DbtJobTrigger needs, as plain serialisable values."""
 
-    job_name: str
-    namespace: str
-    configmap_name: str
-    selector: dict[str, str]
-    startup_deadline: float
-    execution_deadline: float | None = None
-    results_timeout: float = 60.0
-    log_tail_lines: int = 50
+    run: RunRef
+    limits: WatchLimits
     memory_limit: str | None = None
     connection: ConnectionArgs = field(default_factory=ConnectionArgs)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -68,22 +62,12 @@ class TriggerArgs:
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> TriggerArgs:
         """The inverse of to_kwargs."""
-        values = dict(kwargs)
-        values["connection"] = ConnectionArgs(**values.get("connection", {}))
-        values["retry"] = RetryPolicy(**values.get("retry", {}))
-        return cls(**values)
-
-    def run_ref(self) -> RunRef:
-        """The run this trigger watches."""
-        return RunRef(self.job_name, self.namespace, self.configmap_name, self.selector)
-
-    def limits(self) -> WatchLimits:
-        """The deadlines of the watch."""
-        return WatchLimits(
-            startup_deadline=self.startup_deadline,
-            execution_deadline=self.execution_deadline,
-            results_timeout=self.results_timeout,
-            log_tail_lines=self.log_tail_lines,
+        return cls(
+            run=RunRef(**kwargs["run"]),
+            limits=WatchLimits(**kwargs["limits"]),
+            memory_limit=kwargs.get("memory_limit"),
+            connection=ConnectionArgs(**kwargs.get("connection", {})),
+            retry=RetryPolicy(**kwargs.get("retry", {})),
         )
 
 
@@ -100,27 +84,27 @@ class DbtJobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Watch the run, classify how it ended and yield exactly one event."""
-        args = self.args
+        args, run = self.args, self.args.run
         event: RunEvent
         try:
             async with args.connection.async_hook().get_conn() as api_client:
                 client = RunClient(api_client, args.retry)
                 result = await watch_run(
-                    client, args.run_ref(), args.limits(), memory_limit=args.memory_limit
+                    client, args.run, args.limits, memory_limit=args.memory_limit
                 )
-            event = run_event(args.job_name, args.namespace, classify(result.evidence), result)
+            event = run_event(run.job_name, run.namespace, classify(result.evidence), result)
         except Exception as e:  # the worker decides what to do; the triggerer must not crash
-            self.log.exception("watching %s/%s failed", args.namespace, args.job_name)
-            event = error_event(args.job_name, args.namespace, f"{type(e).__name__}: {e}")
+            self.log.exception("watching %s/%s failed", run.namespace, run.job_name)
+            event = error_event(run.job_name, run.namespace, f"{type(e).__name__}: {e}")
         yield TriggerEvent(dict(event))
 
     async def on_kill(self) -> None:
         """The task was cleared or marked while deferred: delete this try's Job and its pods."""
-        args = self.args
+        args, run = self.args, self.args.run
         async with args.connection.async_hook().get_conn() as api_client:
             deleted = await RunClient(api_client, args.retry).delete_job(
-                args.job_name, args.namespace
+                run.job_name, run.namespace
             )
         self.log.info(
-            "Job %s/%s %s", args.namespace, args.job_name, "deleted" if deleted else "was gone"
+            "Job %s/%s %s", run.namespace, run.job_name, "deleted" if deleted else "was gone"
         )
