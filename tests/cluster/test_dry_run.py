@@ -1,4 +1,9 @@
-"""Every golden manifest is accepted by a real API server (server-side dry run)."""
+"""Every golden manifest is accepted by a real API server (server-side dry run).
+
+fieldValidation=Strict makes the API server refuse any field it does not know or that appears
+twice, so this is a field-by-field check of the renderer against batch/v1 Job, core/v1 PodSpec
+(native sidecars included) and podFailurePolicy as the server defines them.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +39,9 @@ def test_golden_manifests_pass_a_server_side_dry_run(
     spec, identity = CASES[case]
     spec = dataclasses.replace(spec, namespace=namespace)
     job = render_job(spec, identity)
-    created = client.BatchV1Api(api_client).create_namespaced_job(namespace, job, dry_run="All")
+    created = client.BatchV1Api(api_client).create_namespaced_job(
+        namespace, job, dry_run="All", field_validation="Strict"
+    )
     # Defaulting happened, nothing was dropped: the API knows every field kubedbt sets.
     pod = created.spec.template.spec
     assert [c.name for c in pod.init_containers] == ["results-uploader"]
@@ -42,7 +49,9 @@ def test_golden_manifests_pass_a_server_side_dry_run(
     assert created.spec.pod_failure_policy.rules[1].on_exit_codes.values == [1, 2]
     configmap = owned_by_job(render_results_configmap(spec, identity), job["metadata"]["name"], "x")
     configmap["metadata"]["ownerReferences"][0]["uid"] = str(uuid.uuid4())
-    client.CoreV1Api(api_client).create_namespaced_config_map(namespace, configmap, dry_run="All")
+    client.CoreV1Api(api_client).create_namespaced_config_map(
+        namespace, configmap, dry_run="All", field_validation="Strict"
+    )
 
 
 def test_retry_manifest_passes_a_server_side_dry_run(
@@ -51,7 +60,9 @@ def test_retry_manifest_passes_a_server_side_dry_run(
     spec, identity = CASES["minimal"]
     spec = retry_spec(dataclasses.replace(spec, namespace=namespace))
     job = render_job(spec, identity, state_from="dbt-previous-try-results")
-    created = client.BatchV1Api(api_client).create_namespaced_job(namespace, job, dry_run="All")
+    created = client.BatchV1Api(api_client).create_namespaced_job(
+        namespace, job, dry_run="All", field_validation="Strict"
+    )
     names = [c.name for c in created.spec.template.spec.init_containers]
     assert names == ["restore-state", "results-uploader"]
     assert created.spec.template.spec.containers[0].args[:3] == [

@@ -180,3 +180,12 @@ def test_namespace_defaults_fill_what_the_dag_leaves_out(dag_runner: DagRunner) 
     run = dag_runner.run("dbt_namespace_defaults")
     assert run.task["state"] == "success", run.output[-5000:]
     assert run.xcom["return_value"]["nodes"] == 28
+
+
+def test_execution_timeout_stops_the_run(
+    dag_runner: DagRunner, api_client: client.ApiClient
+) -> None:
+    run = dag_runner.run("dbt_execution_timeout")
+    assert run.task["state"] == "failed", run.output[-5000:]
+    assert _failure(run)["kind"] == "execution_timeout"
+    assert _jobs(api_client, dag_runner.namespace) == [], "the timed-out run's Job is deleted"

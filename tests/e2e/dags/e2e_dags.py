@@ -155,3 +155,14 @@ with _dag("dbt_namespace_defaults") as dag:
         startup_timeout=120,
     )
     dags[dag.dag_id] = dag
+
+with _dag("dbt_execution_timeout") as dag:
+    DbtJobOperator(
+        task_id="build",
+        command="build",
+        vars={"slow_seconds": 300},
+        termination_grace_period=5,
+        execution_timeout=datetime.timedelta(seconds=45),
+        **COMMON,
+    )
+    dags[dag.dag_id] = dag
