@@ -46,13 +46,13 @@ class Cluster:
         where = "all namespaces" if all_namespaces else f'namespace "{self.namespace}"'
         with api_errors(f"listing Jobs in {where}"):
             if all_namespaces:
-                listing = await self.client._call(
+                listing = await self.client.call(
                     batch.list_job_for_all_namespaces,
                     label_selector=labels,
                     _request_timeout=REQUEST_TIMEOUT,
                 )
             else:
-                listing = await self.client._call(
+                listing = await self.client.call(
                     batch.list_namespaced_job,
                     self.namespace,
                     label_selector=labels,
@@ -79,7 +79,7 @@ class Cluster:
     async def log(self, pod: str, *, tail: int | None) -> str:
         """The dbt container's log, or its last `tail` lines."""
         with api_errors(f"reading the log of pod {pod}"):
-            text = await self.client._call(
+            text = await self.client.call(
                 self.client.core.read_namespaced_pod_log,
                 pod,
                 self.namespace,
@@ -92,7 +92,7 @@ class Cluster:
     async def follow_log(self, pod: str, *, tail: int | None) -> AsyncIterator[str]:
         """The dbt container's log line by line (from the last `tail` lines) until it ends."""
         with api_errors(f"following the log of pod {pod}"):
-            response = await self.client._call(
+            response = await self.client.call(
                 self.client.core.read_namespaced_pod_log,
                 pod,
                 self.namespace,

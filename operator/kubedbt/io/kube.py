@@ -47,7 +47,8 @@ class RunClient:
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
 
-    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+    async def call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """`method(*args, **kwargs)` on the API, under the retry policy."""
         # The client's methods are plain functions returning a coroutine; tenacity must await
         # a coroutine function to retry the request itself.
         async def attempt() -> Any:
@@ -68,17 +69,17 @@ class RunClient:
         name = job["metadata"]["name"]
         adopted = False
         try:
-            created = await self._call(self.batch.create_namespaced_job, namespace, job)
+            created = await self.call(self.batch.create_namespaced_job, namespace, job)
         except client.ApiException as e:
             if e.status != 409:
                 raise _api_error(f"creating Job {namespace}/{name}", e, _env_values(job)) from e
-            created = await self._call(self.batch.read_namespaced_job, name, namespace)
+            created = await self.call(self.batch.read_namespaced_job, name, namespace)
             _check_same_try(self.to_json(created), job)
             adopted = True
             log.info("Job %s/%s exists already: adopting it", namespace, name)
         uid = created.metadata.uid
         try:
-            await self._call(
+            await self.call(
                 self.core.create_namespaced_config_map,
                 namespace,
                 owned_by_job(configmap, name, uid),
@@ -95,7 +96,7 @@ class RunClient:
     async def delete_job(self, name: str, namespace: str) -> bool:
         """Delete a Job and, in the foreground, its pods; False when it was gone already."""
         try:
-            await self._call(
+            await self.call(
                 self.batch.delete_namespaced_job,
                 name,
                 namespace,
@@ -117,7 +118,7 @@ class RunClient:
 
     async def _read(self, method: Any, name: str, namespace: str) -> JSON | None:
         try:
-            return self.to_json(await self._call(method, name, namespace))
+            return self.to_json(await self.call(method, name, namespace))
         except client.ApiException as e:
             if e.status == 404:
                 return None
@@ -127,7 +128,7 @@ class RunClient:
         self, name: str, namespace: str, body: JSON, timeout: tuple[float, float]
     ) -> None:
         """Merge `body` into a ConfigMap (a JSON merge patch: null removes a key)."""
-        await self._call(
+        await self.call(
             self.core.patch_namespaced_config_map,
             name,
             namespace,
@@ -140,7 +141,7 @@ class RunClient:
         self, method: Any, namespace: str, **selectors: str
     ) -> tuple[list[JSON], str]:
         """The objects a list call returns, and the list's resourceVersion to watch from."""
-        listing = await self._call(method, namespace, **selectors)
+        listing = await self.call(method, namespace, **selectors)
         return [self.to_json(item) for item in listing.items], listing.metadata.resource_version
 
     async def list_pods(
@@ -154,7 +155,7 @@ class RunClient:
     async def log_tail(self, pod: str, namespace: str, container: str, lines: int) -> str | None:
         """The last `lines` lines of a container's log, or None when it cannot be read."""
         try:
-            text = await self._call(
+            text = await self.call(
                 self.core.read_namespaced_pod_log,
                 pod,
                 namespace,
