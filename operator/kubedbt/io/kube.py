@@ -49,6 +49,7 @@ class RunClient:
 
     async def call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         """`method(*args, **kwargs)` on the API, under the retry policy."""
+
         # The client's methods are plain functions returning a coroutine; tenacity must await
         # a coroutine function to retry the request itself.
         async def attempt() -> Any:
