@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import subprocess
+import time
 from typing import Any
 
 import pytest
@@ -17,6 +18,17 @@ pytestmark = pytest.mark.cluster
 
 def _jobs(api_client: client.ApiClient, namespace: str) -> list[Any]:
     return list(client.BatchV1Api(api_client).list_namespaced_job(namespace).items)
+
+
+def _no_jobs_left(api_client: client.ApiClient, namespace: str, timeout: float = 90) -> bool:
+    """Whether the namespace's Jobs are gone within `timeout`: a Foreground delete keeps the Job
+    until its pods have stopped, and dbt, as PID 1, only stops at the grace period's end."""
+    deadline = time.monotonic() + timeout
+    while _jobs(api_client, namespace):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    return True
 
 
 def _pods(api_client: client.ApiClient, namespace: str) -> list[Any]:
@@ -41,7 +53,7 @@ def test_success_puts_the_summary_in_xcom(
     assert run.xcom["kubectl"].endswith(f"job/{run.xcom['job_name']} -c dbt")
     assert "run_results" not in run.xcom, "full run_results only on request"
     # on_finish_action=delete_succeeded_job (the default) removed the Job.
-    assert _jobs(api_client, dag_runner.namespace) == []
+    assert _no_jobs_left(api_client, dag_runner.namespace)
 
 
 def test_sync_mode_streams_dbt_log(dag_runner: DagRunner) -> None:
@@ -106,7 +118,7 @@ def test_pull_failure_reaches_startup_timeout(
     outcome = _failure(run)
     assert outcome["kind"] == "startup_timeout"
     assert "ImagePull" in outcome["reason"] or "ErrImagePull" in outcome["reason"]
-    assert _jobs(api_client, dag_runner.namespace) == [], "an abandoned run's Job is deleted"
+    assert _no_jobs_left(api_client, dag_runner.namespace), "an abandoned run's Job is deleted"
 
 
 def test_invalid_image_fails_at_once(dag_runner: DagRunner) -> None:
@@ -188,4 +200,4 @@ def test_execution_timeout_stops_the_run(
     run = dag_runner.run("dbt_execution_timeout")
     assert run.task["state"] == "failed", run.output[-5000:]
     assert _failure(run)["kind"] == "execution_timeout"
-    assert _jobs(api_client, dag_runner.namespace) == [], "the timed-out run's Job is deleted"
+    assert _no_jobs_left(api_client, dag_runner.namespace), "the timed-out run's Job is deleted"
