@@ -150,7 +150,7 @@ class RunClient:
     ) -> tuple[list[JSON], str]:
         """The pods matching `selector`, and the list's resourceVersion to watch from."""
         return await self.list_objects(
-            self.core.list_namespaced_pod, namespace, label_selector=_selector(selector)
+            self.core.list_namespaced_pod, namespace, label_selector=label_selector(selector)
         )
 
     async def log_tail(self, pod: str, namespace: str, container: str, lines: int) -> str | None:
@@ -202,13 +202,9 @@ class RunClient:
                 yield event["type"], event["raw_object"]
 
 
-def _selector(labels: Mapping[str, str]) -> str:
-    return ",".join(f"{key}={value}" for key, value in labels.items())
-
-
 def label_selector(labels: Mapping[str, str]) -> str:
     """A label selector string matching all of `labels`."""
-    return _selector(labels)
+    return ",".join(f"{key}={value}" for key, value in labels.items())
 
 
 def _check_same_try(existing: JSON, wanted: JobManifest) -> None:

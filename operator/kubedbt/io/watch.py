@@ -64,11 +64,6 @@ class RunState:
     pods: dict[str, JSON] = field(default_factory=dict)
     started: bool = False
 
-    def dbt_status(self) -> Mapping[str, Any] | None:
-        """The dbt container's status in the newest pod."""
-        pod = latest_pod(list(self.pods.values()))
-        return container_status(pod, DBT_CONTAINER) if pod else None
-
 
 @dataclass(frozen=True)
 class WatchResult:
@@ -171,9 +166,11 @@ class _RunWatch:
     ) -> Literal["startup", "execution"] | None:
         while True:
             deadline = self._next_deadline()
-            wait = None if deadline is None else deadline[0] - self.clock()
-            if deadline is not None and wait is not None and wait <= 0:
-                return deadline[1]
+            wait = None
+            if deadline is not None:
+                wait = deadline[0] - self.clock()
+                if wait <= 0:
+                    return deadline[1]
             getter: asyncio.Future[Any] = asyncio.ensure_future(self.queue.get())
             done, _ = await asyncio.wait(
                 {getter, *watchers}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
