@@ -97,7 +97,7 @@ def test_on_kill_while_deferred_deletes_this_try_only(
             configmap_name=naming.results_configmap_name(second),
             selector=naming.selector_labels(second),
         ),
-        limits=WatchLimits(startup_deadline=time.time() + 120),
+        limits=WatchLimits(startup_timeout=120),
         connection=_connection(launcher_kubeconfig),
     )
     trigger = DbtJobTrigger(**args.to_kwargs())

@@ -22,7 +22,7 @@ def test_serialize_round_trip() -> None:
             },
         ),
         limits=WatchLimits(
-            startup_deadline=1_790_000_000.5,
+            startup_timeout=300.0,
             execution_deadline=1_790_003_600.0,
             results_timeout=45.0,
             log_tail_lines=20,
@@ -45,7 +45,5 @@ def test_serialize_round_trip() -> None:
 
 
 def test_defaults_round_trip() -> None:
-    args = TriggerArgs(
-        RunRef("j", "ns", "j-results", {"a": "b"}), WatchLimits(startup_deadline=1.0)
-    )
+    args = TriggerArgs(RunRef("j", "ns", "j-results", {"a": "b"}), WatchLimits(startup_timeout=1.0))
     assert TriggerArgs.from_kwargs(args.to_kwargs()) == args

@@ -33,10 +33,10 @@ from kubedbt.core.classify import RETRYABLE, OutcomeKind, classify
 from kubedbt.core.defaults import CONFIGMAP_NAME, apply_defaults, parse_defaults
 from kubedbt.core.errors import InvalidSpecError, KubedbtError
 from kubedbt.core.naming import RunIdentity
-from kubedbt.core.render import render_job, render_results_configmap, retry_spec
 from kubedbt.core.report import summary_lines
 from kubedbt.core.spec import DbtRunSpec, field_names
-from kubedbt.io.kube import CreatedRun, RunClient
+from kubedbt.io.kube import RunClient
+from kubedbt.io.launch import Launched, launch_run
 from kubedbt.io.retry import RetryPolicy
 from kubedbt.io.watch import RunRef, WatchLimits, watch_run
 
@@ -171,22 +171,24 @@ class DbtJobOperator(BaseOperator):
 
     def _identity(self, context: Context) -> RunIdentity:
         ti = context["ti"]
+        started = getattr(context.get("dag_run"), "start_date", None)
         return RunIdentity(
             dag_id=ti.dag_id,
             task_id=ti.task_id,
             run_id=ti.run_id,
             map_index=ti.map_index if ti.map_index is not None else -1,
             try_number=ti.try_number,
+            dag_run_start_date=started.isoformat() if started is not None else None,
         )
 
     def execute(self, context: Context) -> Any:
         """Validate, create or adopt this try's Job, then wait for it (here or deferred)."""
         identity = self._identity(context)
         started = time.time()
-        created, state_from, spec = self._run_async(self._launch(self._spec_values(), identity))
-        self._running = (created.job_name, created.namespace)
-        self._announce(context, created.job_name, created.namespace, created.adopted, state_from)
-        args = self._trigger_args(spec, identity, created.job_name, started)
+        launched, spec = self._run_async(self._launch(self._spec_values(), identity))
+        self._running = (launched.run.job_name, launched.run.namespace)
+        self._announce(context, launched)
+        args = self._trigger_args(spec, launched.identity, launched.run.job_name, started)
         if self.deferrable:
             self.defer(trigger=DbtJobTrigger(**args.to_kwargs()), method_name="execute_complete")
         event = self._run_async(self._wait_here(args))
@@ -194,7 +196,7 @@ class DbtJobOperator(BaseOperator):
 
     async def _launch(
         self, values: dict[str, Any], identity: RunIdentity
-    ) -> tuple[CreatedRun, str | None, DbtRunSpec]:
+    ) -> tuple[Launched, DbtRunSpec]:
         """Apply the namespace's defaults, validate, and create (or adopt) this try's run."""
         async with self.connection.async_hook().get_conn() as api_client:
             client = RunClient(api_client, self.api_retry_policy)
@@ -203,39 +205,18 @@ class DbtJobOperator(BaseOperator):
                 values = apply_defaults(values, parse_defaults(found), self.spec_parameters)
             spec = DbtRunSpec.from_mapping(values)  # InvalidSpecError: nothing created yet
             _mask_sensitive_env(spec)
-            state_from = await self._previous_results(client, spec, identity)
-            run_spec = retry_spec(spec) if state_from is not None else spec
-            job = render_job(run_spec, identity, state_from=state_from)
-            configmap = render_results_configmap(run_spec, identity)
-            return await client.create_run(job, configmap), state_from, spec
+            resume = self.retry_strategy == "failed_nodes" and spec.command in RESUMABLE_COMMANDS
+            launched = await launch_run(client, spec, identity, resume=resume, log=self.log)
+            return launched, spec
 
-    async def _previous_results(
-        self, client: RunClient, spec: DbtRunSpec, identity: RunIdentity
-    ) -> str | None:
-        """The previous try's ConfigMap when this try can resume from its run_results."""
-        previous = identity.previous_try()
-        if previous is None or self.retry_strategy != "failed_nodes":
-            return None
-        if spec.command not in RESUMABLE_COMMANDS:
-            return None
-        name = naming.results_configmap_name(previous)
-        configmap = await client.read_configmap(name, spec.namespace)
-        decoded = results.decode(configmap) if configmap is not None else None
-        if decoded is None or decoded.run_results is None:
-            self.log.info(
-                "try %d left no run_results: running the full command", previous.try_number
-            )
-            return None
-        self.log.info("retrying the nodes try %d did not finish (dbt retry)", previous.try_number)
-        return name
-
-    def _announce(
-        self, context: Context, job_name: str, namespace: str, adopted: bool, state_from: str | None
-    ) -> None:
-        verb = "adopted the existing" if adopted else "created"
-        self.log.info(
-            "%s Job %s/%s%s", verb, namespace, job_name, " (dbt retry)" if state_from else ""
-        )
+    def _announce(self, context: Context, launched: Launched) -> None:
+        job_name, namespace = launched.run.job_name, launched.run.namespace
+        if launched.adopted_try is not None:
+            verb = f"watching try {launched.adopted_try}'s"
+        else:
+            verb = "adopted the existing" if launched.run.adopted else "created"
+        retry = " (dbt retry)" if launched.state_from else ""
+        self.log.info("%s Job %s/%s%s", verb, namespace, job_name, retry)
         kubectl = f"kubectl -n {namespace} logs -f job/{job_name} -c dbt"
         self.log.info("follow it with: %s", kubectl)
         ti = context["ti"]
@@ -258,7 +239,7 @@ class DbtJobOperator(BaseOperator):
                 selector=naming.selector_labels(identity),
             ),
             limits=WatchLimits(
-                startup_deadline=time.time() + self.startup_timeout,
+                startup_timeout=self.startup_timeout,
                 execution_deadline=execution_deadline,
                 results_timeout=self.results_timeout,
                 log_tail_lines=self.log_tail_lines,
@@ -318,11 +299,10 @@ class DbtJobOperator(BaseOperator):
     async def _finish(self, run: RunEvent) -> dict[str, Any] | None:
         """Read the full run_results when asked for, then delete the Job if that is the policy."""
         succeeded = run["status"] == "success"
-        delete = (
+        delete = run["kind"] != "job_deleted" and (
             self.on_finish_action == "delete_job"
             or (self.on_finish_action == "delete_succeeded_job" and succeeded)
             or run["kind"] in ABANDONED
-            or run["status"] == "error"
         )
         if not delete and not self.push_run_results:
             return None

@@ -37,6 +37,7 @@ OutcomeKind = Literal[
     "deadline_exceeded",
     "results_missing",
     "killed",
+    "job_deleted",
     "unknown",
 ]
 
@@ -58,6 +59,7 @@ RETRYABLE: Final[dict[OutcomeKind, bool]] = {
     "deadline_exceeded": False,
     "results_missing": True,
     "killed": True,
+    "job_deleted": False,
     "unknown": True,
 }
 
@@ -96,6 +98,7 @@ class Evidence:
     results: RunResults | None = None
     timed_out: Literal["startup", "execution"] | None = None
     memory_limit: str | None = None
+    job_deleted: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,8 @@ def classify(evidence: Evidence) -> Outcome:
     dbt = container_status(pod, DBT_CONTAINER) if pod else None
     if evidence.timed_out is not None:
         return _timed_out(evidence.timed_out, pod, dbt)
+    if evidence.job_deleted:
+        return _job_deleted(dbt)
     # What happened from outside comes before dbt's exit code: an evicted or timed-out pod ends
     # with dbt killed (137), which says nothing about dbt itself.
     deadline = _job_condition(evidence.job, "DeadlineExceeded")
@@ -226,6 +231,20 @@ def _timed_out(which: str, pod: Mapping[str, Any] | None, dbt: Mapping[str, Any]
     detail = stuck or "the pod never started"
     return _outcome(
         "startup_timeout", f"dbt did not start within startup_timeout ({detail})", evidence=[detail]
+    )
+
+
+def _job_deleted(dbt: Mapping[str, Any] | None) -> Outcome:
+    # Somebody stopped the run on purpose (kubectl delete, the namespace going away): another try
+    # would undo that, so it is terminal unless the DAG says otherwise.
+    code = _dbt_exit_code(dbt)
+    where = "before dbt started" if dbt is None or _waiting(dbt) else "while dbt was running"
+    if code is not None:
+        where = f"after dbt exited with code {code}"
+    return _outcome(
+        "job_deleted",
+        f"the Job was deleted {where} (by hand, with its namespace, or by its ttl)",
+        exit_code=code,
     )
 
 

@@ -12,6 +12,7 @@ never end up with the same name or label. The unsanitised values go into annotat
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
@@ -31,13 +32,19 @@ _HASH_CHARS = 10
 
 @dataclass(frozen=True)
 class RunIdentity:
-    """Which Airflow task instance try a Job belongs to."""
+    """Which Airflow task instance try a Job belongs to.
+
+    dag_run_start_date tells a DAG run from an earlier one that was deleted (or cleared) and
+    started again under the same run_id; it is recorded on the objects but is not part of any
+    name, so names stay a function of the task instance and the try.
+    """
 
     dag_id: str
     task_id: str
     run_id: str
     map_index: int = -1
     try_number: int = 1
+    dag_run_start_date: str | None = None
 
     def __post_init__(self) -> None:
         validate.string("dag_id", self.dag_id)
@@ -50,9 +57,11 @@ class RunIdentity:
         """The identity of the try before this one, or None for the first try."""
         if self.try_number == 1:
             return None
-        return RunIdentity(
-            self.dag_id, self.task_id, self.run_id, self.map_index, self.try_number - 1
-        )
+        return self.with_try(self.try_number - 1)
+
+    def with_try(self, try_number: int) -> RunIdentity:
+        """The identity of another try of the same task instance in the same DAG run."""
+        return dataclasses.replace(self, try_number=try_number)
 
     def same_task_instance(self, other: RunIdentity) -> bool:
         """Whether two identities differ only by try number."""
@@ -109,11 +118,14 @@ def label_value(text: str) -> str:
     return f"{cleaned}-{digest}" if cleaned else digest
 
 
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+
+
 def selector_labels(identity: RunIdentity) -> dict[str, str]:
     """The labels that pick out exactly the objects of one try."""
     return {
         "app.kubernetes.io/name": APP_NAME,
-        "app.kubernetes.io/instance": job_name(identity),
+        INSTANCE_LABEL: job_name(identity),
     }
 
 
@@ -135,15 +147,43 @@ def run_labels(identity: RunIdentity) -> dict[str, str]:
     return labels
 
 
-def run_annotations(identity: RunIdentity) -> dict[str, str]:
-    """The identity's original, unsanitised values."""
+def task_instance_selector(identity: RunIdentity) -> str:
+    """A label selector for the objects of every try of the identity's task instance.
+
+    Sanitised label values may, in principle, stand for more than one id: callers confirm a
+    match with task_instance_annotations.
+    """
+    labels = run_labels(identity)
+    keys = ["app.kubernetes.io/name", *(LABEL_PREFIX + k for k in ("dag-id", "task-id", "run-id"))]
+    terms = [f"{key}={labels[key]}" for key in keys]
+    map_index = LABEL_PREFIX + "map-index"
+    terms.append(f"{map_index}={labels[map_index]}" if map_index in labels else f"!{map_index}")
+    return ",".join(terms)
+
+
+def task_instance_annotations(identity: RunIdentity) -> dict[str, str]:
+    """The annotations every try of the identity's task instance carries, whatever its DAG run."""
     return {
         LABEL_PREFIX + "dag-id": identity.dag_id,
         LABEL_PREFIX + "task-id": identity.task_id,
         LABEL_PREFIX + "run-id": identity.run_id,
         LABEL_PREFIX + "map-index": str(identity.map_index),
-        LABEL_PREFIX + "try-number": str(identity.try_number),
     }
+
+
+TRY_NUMBER_ANNOTATION = LABEL_PREFIX + "try-number"
+DAG_RUN_START_ANNOTATION = LABEL_PREFIX + "dag-run-start-date"
+
+
+def run_annotations(identity: RunIdentity) -> dict[str, str]:
+    """The identity's original, unsanitised values."""
+    annotations = {
+        **task_instance_annotations(identity),
+        TRY_NUMBER_ANNOTATION: str(identity.try_number),
+    }
+    if identity.dag_run_start_date is not None:
+        annotations[DAG_RUN_START_ANNOTATION] = identity.dag_run_start_date
+    return annotations
 
 
 def check_not_reserved(parameter: str, keys: list[str] | tuple[str, ...]) -> None:

@@ -11,6 +11,8 @@ half-created run is left behind.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,12 @@ from kubedbt.io.retry import DEFAULT_POLICY, RetryPolicy, async_retrying, status
 log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
+# Streams get a connect timeout and a read timeout, never a total one: the cncf provider's client
+# gives every request without `_request_timeout` 60 s in all, which cuts every watch and log
+# follow of a longer run. A watch's read timeout outlasts its server-side timeout; a log follow
+# may be silent for as long as a model runs, and is cancelled when the run ends.
+CONNECT_TIMEOUT = 10.0
+WATCH_READ_MARGIN = 30.0
 
 
 @dataclass(frozen=True)
@@ -80,19 +88,38 @@ class RunClient:
             log.info("Job %s/%s exists already: adopting it", namespace, name)
         uid = created.metadata.uid
         try:
-            await self.call(
-                self.core.create_namespaced_config_map,
-                namespace,
-                owned_by_job(configmap, name, uid),
-            )
-        except client.ApiException as e:
-            if e.status != 409:
-                if not adopted:
-                    await self.delete_job(name, namespace)
-                raise _api_error(
-                    f"creating ConfigMap {namespace}/{configmap['metadata']['name']}", e
-                ) from e
+            await self.ensure_results_configmap(configmap, name, uid)
+        except Exception:
+            if not adopted:
+                await self.delete_job(name, namespace)
+            raise
         return CreatedRun(job_name=name, namespace=namespace, uid=uid, adopted=adopted)
+
+    async def ensure_results_configmap(
+        self, configmap: ConfigMapManifest, job_name: str, job_uid: str
+    ) -> None:
+        """Create the run's results ConfigMap owned by its Job, unless that exists already.
+
+        One of the same name owned by another Job (a deleted one, whose garbage collection has
+        not caught up) is replaced: the sidecar must not upload into something about to vanish.
+        """
+        namespace = configmap["metadata"]["namespace"]
+        name = configmap["metadata"]["name"]
+        owned = owned_by_job(configmap, job_name, job_uid)
+        for _ in range(2):
+            try:
+                await self.call(self.core.create_namespaced_config_map, namespace, owned)
+                return
+            except client.ApiException as e:
+                if e.status != 409:
+                    raise _api_error(f"creating ConfigMap {namespace}/{name}", e) from e
+            existing = await self.read_configmap(name, namespace)
+            owners = ((existing or {}).get("metadata") or {}).get("ownerReferences") or []
+            if any(owner.get("uid") == job_uid for owner in owners):
+                return
+            log.info("ConfigMap %s/%s belongs to an older Job: replacing it", namespace, name)
+            await self.delete_configmap(name, namespace)
+        raise RetryableError(f"ConfigMap {namespace}/{name} keeps coming back; not replacing it")
 
     async def delete_job(self, name: str, namespace: str) -> bool:
         """Delete a Job and, in the foreground, its pods; False when it was gone already."""
@@ -107,6 +134,62 @@ class RunClient:
             if e.status == 404:
                 return False
             raise _api_error(f"deleting Job {namespace}/{name}", e) from e
+        return True
+
+    async def delete_configmap(self, name: str, namespace: str) -> None:
+        """Delete a ConfigMap; one that is gone already is fine."""
+        try:
+            await self.call(self.core.delete_namespaced_config_map, name, namespace)
+        except client.ApiException as e:
+            if e.status != 404:
+                raise _api_error(f"deleting ConfigMap {namespace}/{name}", e) from e
+
+    async def wait_gone(self, job_name: str, namespace: str, timeout: float) -> bool:
+        """Wait until a Job and every pod of it are gone; False when `timeout` passes first.
+
+        A Job deleted in the background disappears before its pods do, and those pods may still
+        be running dbt, so both are waited for.
+        """
+        deadline = time.monotonic() + timeout
+        pods = {"label_selector": f"{naming.INSTANCE_LABEL}={job_name}"}
+        job = {"field_selector": f"metadata.name={job_name}"}
+        for method, selectors in (
+            (self.batch.list_namespaced_job, job),
+            (self.core.list_namespaced_pod, pods),
+        ):
+            if not await self._until_empty(method, namespace, deadline, selectors):
+                return False
+        return True
+
+    async def _until_empty(
+        self, method: Any, namespace: str, deadline: float, selectors: dict[str, str]
+    ) -> bool:
+        items, version = await self.list_objects(method, namespace, **selectors)
+        remaining = {item["metadata"]["name"] for item in items}
+        while remaining:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                async for event_type, obj in self.watch(
+                    method,
+                    namespace,
+                    resource_version=version,
+                    timeout_seconds=max(1, math.ceil(left)),
+                    **selectors,
+                ):
+                    version = obj["metadata"]["resourceVersion"]
+                    if event_type == "DELETED":
+                        remaining.discard(obj["metadata"]["name"])
+                    elif event_type == "ADDED":
+                        remaining.add(obj["metadata"]["name"])
+                    if not remaining:
+                        break
+            except client.ApiException as e:
+                if e.status != 410:
+                    raise _api_error(f"watching {namespace}", e) from e
+                items, version = await self.list_objects(method, namespace, **selectors)
+                remaining = {item["metadata"]["name"] for item in items}
         return True
 
     async def read_job(self, name: str, namespace: str) -> JSON | None:
@@ -171,7 +254,12 @@ class RunClient:
     async def follow_log(self, pod: str, namespace: str, container: str) -> AsyncIterator[str]:
         """The container's log, line by line, until the container ends."""
         response = await self.core.read_namespaced_pod_log(
-            pod, namespace, container=container, follow=True, _preload_content=False
+            pod,
+            namespace,
+            container=container,
+            follow=True,
+            _preload_content=False,
+            _request_timeout=(CONNECT_TIMEOUT, None),
         )
         try:
             async for raw in response.content:
@@ -197,6 +285,7 @@ class RunClient:
                 resource_version=resource_version,
                 timeout_seconds=timeout_seconds,
                 allow_watch_bookmarks=True,
+                _request_timeout=(CONNECT_TIMEOUT, timeout_seconds + WATCH_READ_MARGIN),
                 **selectors,
             ):
                 yield event["type"], event["raw_object"]
@@ -214,6 +303,8 @@ def _check_same_try(existing: JSON, wanted: JobManifest) -> None:
     keys = [
         naming.LABEL_PREFIX + k for k in ("dag-id", "task-id", "run-id", "map-index", "try-number")
     ]
+    if naming.DAG_RUN_START_ANNOTATION in have:  # Jobs from before kubedbt recorded it have none
+        keys.append(naming.DAG_RUN_START_ANNOTATION)
     if any(have.get(k) != want.get(k) for k in keys):
         where = f"{wanted['metadata']['namespace']}/{wanted['metadata']['name']}"
         raise TerminalError(

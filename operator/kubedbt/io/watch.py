@@ -1,14 +1,16 @@
 """Watching one run to its end and collecting the evidence the classifier needs.
 
 Two watches run side by side on one API client: the run's pods (by label selector) and its Job (by
-name). Each resumes from the last resourceVersion after a disconnect, relists on 410 Gone and backs
-off on errors. There is no status polling: the loop sleeps on the event queue until either an event
-arrives or the next deadline (startup, execution) is due.
+name). Each starts from a list, resumes from the last resourceVersion after a disconnect, relists
+on 410 Gone and backs off on errors. There is no status polling: the loop sleeps on the event
+queue until either an event arrives or the next deadline is due. What the observations mean (over,
+timed out, deleted, or keep waiting) is decided by the pure RunProgress in kubedbt.core.progress.
 
 The run is over when the Job reaches Complete or Failed. With a native sidecar that is also when the
-results have been uploaded (the pod only finishes once the sidecar has exited), so the ConfigMap is
-then read, waiting at most results_timeout for a straggling upload. A few cases end earlier: an
-image that can never be pulled, a start stuck past startup_timeout, and the execution deadline.
+results have been uploaded (the pod only finishes once the sidecar has exited), so the pods are
+read once more for their final state and the ConfigMap is read, waiting at most results_timeout
+for a straggling upload. A few cases end earlier: an image that can never be pulled, a start stuck
+past startup_timeout, the execution deadline, and the Job being deleted.
 """
 
 from __future__ import annotations
@@ -18,22 +20,25 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from kubernetes_asyncio.client import ApiException
 
 from kubedbt.core import results as results_codec
-from kubedbt.core.classify import DBT_CONTAINER, Evidence, container_status, latest_pod
+from kubedbt.core.classify import DBT_CONTAINER, Evidence
+from kubedbt.core.progress import Ending, RunProgress, dbt_started_in
 from kubedbt.io.kube import JSON, RunClient, label_selector
 from kubedbt.io.retry import is_retryable
 
 log = logging.getLogger(__name__)
 
 WATCH_SECONDS: Final = 240
-# Waiting reasons no amount of waiting fixes: the run ends at once instead of at startup_timeout.
-HOPELESS_WAITING: Final = frozenset({"InvalidImageName", "ErrImageNeverPull"})
 BACKOFF_MAX: Final = 30.0
+Kind = Literal["job", "pod"]
+# What the watches hand the loop: ("job" | "pod", "LIST", [objects]) after each (re)list, then
+# ("job" | "pod", ADDED | MODIFIED | DELETED, object) for each event.
+Observation = tuple[Kind, str, Any]
 
 
 @dataclass(frozen=True)
@@ -48,21 +53,16 @@ class RunRef:
 
 @dataclass(frozen=True)
 class WatchLimits:
-    """How long each phase of a run may take. Deadlines are wall-clock epoch seconds."""
+    """How long each phase of a run may take.
 
-    startup_deadline: float
+    startup_timeout counts from the creation of the Job or of its newest pod, as the cluster
+    recorded it; execution_deadline is the task's own deadline, in epoch seconds.
+    """
+
+    startup_timeout: float
     execution_deadline: float | None = None
     results_timeout: float = 60.0
     log_tail_lines: int = 50
-
-
-@dataclass
-class RunState:
-    """What the watches have seen so far."""
-
-    job: JSON | None = None
-    pods: dict[str, JSON] = field(default_factory=dict)
-    started: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,10 @@ class WatchResult:
 
 
 LogSink = Callable[[str], Awaitable[None] | None]
+_TIMED_OUT: Final[dict[Ending, Literal["startup", "execution"]]] = {
+    "startup": "startup",
+    "execution": "execution",
+}
 
 
 async def watch_run(
@@ -88,22 +92,26 @@ async def watch_run(
 ) -> WatchResult:
     """Follow a run until it ends or a deadline passes, then collect its evidence."""
     watcher = _RunWatch(client, run, limits, on_log, clock)
-    timed_out = await watcher.until_done()
-    state = watcher.state
+    ending = await watcher.until_done()
+    progress = watcher.progress
     run_results = None
-    if timed_out is None:
+    if ending == "finished":
+        # The Job's condition can arrive before the pod's last update: read the pods once more.
+        pods, _ = await client.list_pods(run.namespace, run.selector)
+        progress.listed("pod", pods)
         run_results = await read_results(client, run, limits.results_timeout, clock=clock)
-    pod = latest_pod(list(state.pods.values()))
+    pod = progress.newest_pod
     pod_name = (pod or {}).get("metadata", {}).get("name")
     tail = None
-    if pod_name and state.started:
+    if pod_name and progress.ever_started and ending != "job_deleted":
         tail = await client.log_tail(pod_name, run.namespace, DBT_CONTAINER, limits.log_tail_lines)
     evidence = Evidence(
-        job=state.job,
-        pods=list(state.pods.values()),
+        job=progress.job,
+        pods=list(progress.pods.values()),
         results=run_results,
-        timed_out=timed_out,
+        timed_out=_TIMED_OUT.get(ending),
         memory_limit=memory_limit,
+        job_deleted=ending == "job_deleted",
     )
     return WatchResult(evidence=evidence, log_tail=tail, pod_name=pod_name)
 
@@ -121,15 +129,14 @@ class _RunWatch:
     ) -> None:
         self.client = client
         self.run = run
-        self.limits = limits
         self.on_log = on_log
         self.clock = clock
-        self.state = RunState()
-        self.queue: asyncio.Queue[tuple[str, str, JSON]] = asyncio.Queue()
+        self.progress = RunProgress(limits.startup_timeout, limits.execution_deadline)
+        self.queue: asyncio.Queue[Observation] = asyncio.Queue()
         self.followers: dict[str, asyncio.Future[None]] = {}
 
-    async def until_done(self) -> Literal["startup", "execution"] | None:
-        """Consume events until the Job finishes (None) or a deadline passes (which one)."""
+    async def until_done(self) -> Ending:
+        """Consume events until the progress says the run is over, and how."""
         run, client = self.run, self.client
         pods = {"label_selector": label_selector(run.selector)}
         job = {"field_selector": f"metadata.name={run.job_name}"}
@@ -153,25 +160,16 @@ class _RunWatch:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _next_deadline(self) -> tuple[float, Literal["startup", "execution"]] | None:
-        deadlines: list[tuple[float, Literal["startup", "execution"]]] = []
-        if self.limits.execution_deadline is not None:
-            deadlines.append((self.limits.execution_deadline, "execution"))
-        if not self.state.started:
-            deadlines.append((self.limits.startup_deadline, "startup"))
-        return min(deadlines) if deadlines else None
-
-    async def _consume(
-        self, watchers: set[asyncio.Future[Any]]
-    ) -> Literal["startup", "execution"] | None:
+    async def _consume(self, watchers: set[asyncio.Future[Any]]) -> Ending:
+        # Bounded: every decision either ends the run or names when to decide again, and a run
+        # without deadlines ends with its Job (or its deletion), which the watches report.
         while True:
-            deadline = self._next_deadline()
-            wait = None
-            if deadline is not None:
-                wait = deadline[0] - self.clock()
-                if wait <= 0:
-                    return deadline[1]
-            getter: asyncio.Future[Any] = asyncio.ensure_future(self.queue.get())
+            now = self.clock()
+            decision = self.progress.decide(now)
+            if decision.ending is not None:
+                return decision.ending
+            wait = None if decision.wake_at is None else max(0.0, decision.wake_at - now)
+            getter: asyncio.Future[Observation] = asyncio.ensure_future(self.queue.get())
             done, _ = await asyncio.wait(
                 {getter, *watchers}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
             )
@@ -180,44 +178,36 @@ class _RunWatch:
                 for watcher in watchers & done:
                     watcher.result()  # a watch gave up on a terminal error: raise it
                 continue
-            kind, event_type, obj = getter.result()
-            if kind == "job":
-                self.state.job = obj
-                if _job_finished(obj):
-                    return None
-            elif self._on_pod(event_type, obj):
-                return None
+            kind, event_type, payload = getter.result()
+            if event_type == "LIST":
+                self.progress.listed(kind, payload)
+            else:
+                self.progress.changed(kind, event_type, payload)
+            if kind == "pod":
+                self._follow_logs()
 
-    def _on_pod(self, event_type: str, pod: JSON) -> bool:
-        """Record a pod event; True when the run can never start (an image that cannot exist)."""
-        name = pod["metadata"]["name"]
-        self.state.pods[name] = pod  # a DELETED pod keeps its last state as evidence
-        dbt_state = (container_status(pod, DBT_CONTAINER) or {}).get("state") or {}
-        if "running" in dbt_state or "terminated" in dbt_state:
-            self.state.started = True
-            if self.on_log is not None and name not in self.followers and event_type != "DELETED":
+    def _follow_logs(self) -> None:
+        """Stream the log of every pod in which dbt has started, once each (sync mode only)."""
+        if self.on_log is None:
+            return
+        for name, pod in self.progress.pods.items():
+            if name in self.followers or (pod.get("metadata") or {}).get("deletionTimestamp"):
+                continue
+            if dbt_started_in(pod):
                 self.followers[name] = asyncio.ensure_future(
                     _stream_log(self.client, name, self.run.namespace, self.on_log)
                 )
-        return (dbt_state.get("waiting") or {}).get("reason") in HOPELESS_WAITING
-
-
-def _job_finished(job: JSON) -> bool:
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
-            return True
-    return False
 
 
 async def _follow(
-    queue: asyncio.Queue[tuple[str, str, JSON]],
-    kind: str,
+    queue: asyncio.Queue[Observation],
+    kind: Kind,
     client: RunClient,
     list_method: Any,
     namespace: str,
     selectors: dict[str, str],
 ) -> None:
-    """Feed `queue` with the events of one watch for as long as the caller lets it run."""
+    """Feed `queue` with one list and then the events of one watch, for as long as it may run."""
     resource_version: str | None = None
     failures = 0
     # Bounded by the caller: watch_run cancels this task when the run ends or a deadline passes.
@@ -227,8 +217,8 @@ async def _follow(
                 items, resource_version = await client.list_objects(
                     list_method, namespace, **selectors
                 )
-                for item in items:
-                    queue.put_nowait((kind, "ADDED", item))
+                queue.put_nowait((kind, "LIST", items))
+                failures = 0
             events = client.watch(
                 list_method,
                 namespace,
@@ -238,9 +228,9 @@ async def _follow(
             )
             async for event_type, obj in events:
                 resource_version = obj["metadata"]["resourceVersion"]
+                failures = 0  # the stream works: a later error starts the backoff afresh
                 if event_type != "BOOKMARK":
                     queue.put_nowait((kind, event_type, obj))
-            failures = 0
         except ApiException as e:
             if e.status == 410:  # our resourceVersion is too old: start over from a fresh list
                 resource_version = None

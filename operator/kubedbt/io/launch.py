@@ -1,0 +1,143 @@
+"""Starting a try's run: never a second dbt beside one the task instance already has.
+
+The order is what makes a crashed worker harmless. First the task instance's existing Jobs are
+listed and planned for (kubedbt.core.tries): an earlier try of this DAG run that is still running
+is adopted, anything else still active is stopped and waited for. Only then is this try's Job
+created, with its results ConfigMap; a failure between the two deletes the Job again, and a worker
+killed between the two leaves a Job that the next try adopts and gives its ConfigMap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kubedbt.core import naming, results
+from kubedbt.core.errors import RetryableError
+from kubedbt.core.naming import RunIdentity
+from kubedbt.core.render import render_job, render_results_configmap, retry_spec
+from kubedbt.core.spec import DbtRunSpec
+from kubedbt.core.tries import LaunchPlan, plan_launch, resumable, try_jobs
+from kubedbt.io.kube import CreatedRun, RunClient
+
+# Seconds, on top of the pod's termination grace period, that a stopped Job may take to go.
+STOP_MARGIN = 60.0
+
+
+class TaskLog(Protocol):
+    """Where the launch says what it did: the task log (a logging.Logger will do too)."""
+
+    def info(self, event: Any, *args: Any, **kw: Any) -> Any:
+        """Log at INFO."""
+
+    def warning(self, event: Any, *args: Any, **kw: Any) -> Any:
+        """Log at WARNING."""
+
+
+@dataclass(frozen=True)
+class Launched:
+    """The run this try waits for: its own new Job, or an earlier try's that it adopted."""
+
+    run: CreatedRun
+    identity: RunIdentity
+    state_from: str | None = None
+    adopted_try: int | None = None
+
+
+async def launch_run(
+    client: RunClient,
+    spec: DbtRunSpec,
+    identity: RunIdentity,
+    *,
+    resume: bool,
+    log: TaskLog,
+) -> Launched:
+    """Create (or adopt) the run of `identity`, after clearing the way of other tries' dbt."""
+    namespace = spec.namespace
+    selector = naming.task_instance_selector(identity)
+    jobs, _ = await client.list_objects(
+        client.batch.list_namespaced_job, namespace, label_selector=selector
+    )
+    plan = plan_launch(identity, try_jobs(identity, jobs))
+    await _clear_the_way(client, plan, namespace, spec.termination_grace_period + STOP_MARGIN, log)
+    if plan.adopt is not None:
+        return await _adopt(client, spec, identity, plan.adopt.name, plan.adopt.try_number, log)
+    state_from = await _resume_from(client, spec, identity, log) if resume else None
+    run_spec = retry_spec(spec) if state_from is not None else spec
+    job = render_job(run_spec, identity, state_from=state_from)
+    created = await client.create_run(job, render_results_configmap(run_spec, identity))
+    return Launched(created, identity, state_from)
+
+
+async def _clear_the_way(
+    client: RunClient,
+    plan: LaunchPlan,
+    namespace: str,
+    timeout: float,
+    log: TaskLog,
+) -> None:
+    for name in plan.stop:
+        log.warning(
+            "Job %s/%s of this task instance is still active but belongs to an older DAG run "
+            "or an abandoned try: deleting it so that two dbt never run side by side",
+            namespace,
+            name,
+        )
+        await client.delete_job(name, namespace)
+    for name in plan.must_wait:
+        log.info("waiting for Job %s/%s and its pods to be gone", namespace, name)
+        if not await client.wait_gone(name, namespace, timeout):
+            raise RetryableError(
+                f"Job {namespace}/{name} of this task instance was still stopping after "
+                f"{timeout:.0f}s; not starting a second dbt beside it"
+            )
+
+
+async def _adopt(
+    client: RunClient,
+    spec: DbtRunSpec,
+    identity: RunIdentity,
+    job_name: str,
+    try_number: int,
+    log: TaskLog,
+) -> Launched:
+    log.warning(
+        "try %d's Job %s/%s is still running (that try's worker is gone): adopting it instead "
+        "of starting dbt a second time",
+        try_number,
+        spec.namespace,
+        job_name,
+    )
+    earlier = identity.with_try(try_number)
+    job = await client.read_job(job_name, spec.namespace)
+    if job is None:
+        raise RetryableError(f"Job {spec.namespace}/{job_name} vanished while being adopted")
+    uid = job["metadata"]["uid"]
+    # A worker killed between creating the Job and its ConfigMap left the sidecar nowhere to
+    # upload to: give it one.
+    await client.ensure_results_configmap(render_results_configmap(spec, earlier), job_name, uid)
+    created = CreatedRun(job_name=job_name, namespace=spec.namespace, uid=uid, adopted=True)
+    return Launched(created, earlier, adopted_try=try_number)
+
+
+async def _resume_from(
+    client: RunClient,
+    spec: DbtRunSpec,
+    identity: RunIdentity,
+    log: TaskLog,
+) -> str | None:
+    """The newest earlier try's ConfigMap holding run_results that `dbt retry` can resume."""
+    if identity.previous_try() is None:
+        return None
+    configmaps, _ = await client.list_objects(
+        client.core.list_namespaced_config_map,
+        spec.namespace,
+        label_selector=naming.task_instance_selector(identity),
+    )
+    for configmap in resumable(identity, configmaps):
+        if results.decode(configmap).run_results is not None:
+            name = str(configmap["metadata"]["name"])
+            log.info("retrying the nodes an earlier try did not finish (dbt retry on %s)", name)
+            return name
+    log.info("no earlier try of this DAG run left run_results: running the full command")
+    return None

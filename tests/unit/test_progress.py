@@ -1,0 +1,145 @@
+"""The run's progress decided from recorded statuses, at chosen moments of a fake clock.
+
+Statuses come from tests/unit/fixtures/status (recorded from the real cluster). A run still in
+progress is its recorded Job with the terminal conditions taken off: the Job as it stood before
+it ended.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from typing import Any
+
+import pytest
+
+from kubedbt.core.progress import Decision, RunProgress
+from tests.unit.test_classify import recorded
+
+STARTUP = 120.0
+
+
+def epoch(text: str) -> float:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def in_progress(job: dict[str, Any]) -> dict[str, Any]:
+    job = copy.deepcopy(job)
+    job["status"].pop("conditions", None)
+    return job
+
+
+def listed(
+    name: str, *, finished: bool = False, pods: list[dict[str, Any]] | None = None
+) -> RunProgress:
+    data = recorded(name)
+    progress = RunProgress(startup_timeout=STARTUP)
+    progress.listed("job", [data["job"] if finished else in_progress(data["job"])])
+    progress.listed("pod", data["pods"] if pods is None else pods)
+    return progress
+
+
+def created(obj: dict[str, Any]) -> float:
+    return epoch(obj["metadata"]["creationTimestamp"])
+
+
+def test_nothing_is_decided_before_both_lists() -> None:
+    data = recorded("unschedulable")
+    progress = RunProgress(startup_timeout=STARTUP)
+    long_after = created(data["job"]) + 10 * STARTUP
+    progress.listed("job", [in_progress(data["job"])])
+    assert progress.decide(long_after).ending is None  # the pods are not read yet
+    progress.listed("pod", data["pods"])
+    assert progress.decide(long_after).ending == "startup"
+
+
+def test_a_trigger_rebuilt_long_after_startup_keeps_waiting_on_a_running_dbt() -> None:
+    # The evicted run's replacement pod, recorded while dbt was running in it.
+    data = recorded("evicted")
+    running = [p for p in data["pods"] if p["status"]["phase"] == "Running"]
+    assert running, "the recording has the replacement pod running"
+    progress = listed("evicted", pods=running)
+    decision = progress.decide(created(data["job"]) + 24 * 3600)
+    assert decision.ending is None
+    assert decision.wake_at is None  # no deadline left: only events wake the loop
+
+
+def test_startup_counts_from_the_newest_pod() -> None:
+    data = recorded("evicted")
+    progress = RunProgress(startup_timeout=STARTUP)
+    progress.listed("job", [in_progress(data["job"])])
+    replacement = max(data["pods"], key=created)
+    waiting = copy.deepcopy(replacement)
+    waiting["status"]["containerStatuses"] = [
+        {"name": "dbt", "state": {"waiting": {"reason": "ContainerCreating"}}}
+    ]
+    progress.listed("pod", [p for p in data["pods"] if p is not replacement] + [waiting])
+    due = created(replacement) + STARTUP
+    assert due > created(data["job"]) + STARTUP  # the replacement came later than the Job
+    assert progress.decide(due - 1) == Decision(None, wake_at=due)
+    assert progress.decide(due).ending == "startup"
+
+
+def test_unschedulable_times_out_at_startup() -> None:
+    data = recorded("unschedulable")
+    progress = listed("unschedulable")
+    due = max(created(data["job"]), *(created(p) for p in data["pods"])) + STARTUP
+    assert progress.decide(due - 0.5).wake_at == due
+    assert progress.decide(due).ending == "startup"
+
+
+@pytest.mark.parametrize("name", ["success", "test_failure", "parse_error", "oom_killed"])
+def test_a_finished_job_ends_the_run_whatever_the_clock(name: str) -> None:
+    data = recorded(name)
+    progress = listed(name, finished=True)
+    assert progress.decide(created(data["job"])).ending == "finished"
+    assert progress.decide(created(data["job"]) + 10**6).ending == "finished"
+
+
+def test_a_job_event_that_finishes_it_ends_the_run() -> None:
+    data = recorded("success")
+    progress = listed("success")
+    assert progress.decide(created(data["job"]) + 1).ending is None
+    progress.changed("job", "MODIFIED", data["job"])
+    assert progress.decide(created(data["job"]) + 1).ending == "finished"
+
+
+def test_an_image_that_cannot_exist_ends_at_once() -> None:
+    data = recorded("invalid_image")
+    assert listed("invalid_image").decide(created(data["job"])).ending == "cannot_start"
+
+
+def test_a_job_deleted_mid_run_ends_the_run() -> None:
+    data = recorded("evicted")
+    progress = listed("evicted")
+    now = created(data["job"]) + 30
+    assert progress.decide(now).ending is None
+    progress.changed("job", "DELETED", in_progress(data["job"]))
+    assert progress.decide(now).ending == "job_deleted"
+
+
+def test_a_job_missing_from_its_list_was_deleted() -> None:
+    data = recorded("success")
+    progress = RunProgress(startup_timeout=STARTUP)
+    progress.listed("job", [])
+    progress.listed("pod", data["pods"])
+    assert progress.decide(created(data["job"])).ending == "job_deleted"
+
+
+def test_the_execution_deadline_comes_first_when_it_is_earlier() -> None:
+    data = recorded("unschedulable")
+    start = created(data["job"])
+    progress = RunProgress(startup_timeout=STARTUP, execution_deadline=start + 30)
+    progress.listed("job", [in_progress(data["job"])])
+    progress.listed("pod", data["pods"])
+    assert progress.decide(start + 10).wake_at == start + 30
+    assert progress.decide(start + 30).ending == "execution"
+
+
+def test_deleted_pods_keep_their_last_state_through_a_relist() -> None:
+    data = recorded("evicted")
+    progress = listed("evicted")
+    evicted = min(data["pods"], key=created)
+    progress.listed("pod", [p for p in data["pods"] if p is not evicted])
+    assert evicted["metadata"]["name"] in progress.pods
+    assert progress.ever_started
