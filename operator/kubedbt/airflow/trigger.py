@@ -15,6 +15,7 @@ from typing import Any
 
 from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from asgiref.sync import sync_to_async
 
 from kubedbt.airflow.events import RunEvent, error_event, run_event
 from kubedbt.core.classify import classify
@@ -99,8 +100,20 @@ class DbtJobTrigger(BaseTrigger):
         yield TriggerEvent(dict(event))
 
     async def on_kill(self) -> None:
-        """The task was cleared or marked while deferred: delete this try's Job and its pods."""
+        """The task was cleared or marked while deferred: delete this try's Job and its pods.
+
+        Airflow also cancels a trigger this way when it moves it to another triggerer; the task
+        instance is then still deferred and the run must go on, so that case is left alone.
+        """
         args, run = self.args, self.args.run
+        if await self._still_deferred():
+            self.log.info(
+                "the task is still deferred (the trigger moved to another triggerer): "
+                "leaving Job %s/%s running",
+                run.namespace,
+                run.job_name,
+            )
+            return
         async with args.connection.async_hook().get_conn() as api_client:
             deleted = await RunClient(api_client, args.retry).delete_job(
                 run.job_name, run.namespace
@@ -108,3 +121,23 @@ class DbtJobTrigger(BaseTrigger):
         self.log.info(
             "Job %s/%s %s", run.namespace, run.job_name, "deleted" if deleted else "was gone"
         )
+
+    async def _still_deferred(self) -> bool:
+        """Whether Airflow still has this trigger's task instance deferred (False if unknown)."""
+        ti = getattr(self, "task_instance", None)
+        if ti is None:  # not run by a triggerer (tests drive the trigger directly)
+            return False
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        try:
+            count = await sync_to_async(RuntimeTaskInstance.get_ti_count)(
+                dag_id=ti.dag_id,
+                map_index=ti.map_index,
+                task_ids=[ti.task_id],
+                run_ids=[ti.run_id],
+                states=["deferred"],
+            )
+        except Exception:  # unknown: the person's action wins, as it always did
+            self.log.warning("could not read the task's state; deleting the Job", exc_info=True)
+            return False
+        return bool(count)
