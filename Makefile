@@ -36,8 +36,8 @@ dbt-venv: $(DBT_VENV)/.installed ## Create .venv-dbt with the dbt image's pinned
 
 .PHONY: lint
 lint: venv ## ruff, mypy --strict and the import-linter layer contracts
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests examples
+	$(BIN)/ruff format --check operator tests examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -71,10 +71,25 @@ images: ## Build every images/*/Dockerfile and import the images into the cluste
 	tests/cluster/images.sh
 
 .PHONY: demo
-demo: venv ## Local cluster, images, then the example DAG through Airflow with DuckDB
-	$(MAKE) cluster-up
+demo: venv ## Local cluster, images, Airflow, then the example DAG run by Airflow on DuckDB
+	$(MAKE) airflow-up
 	$(MAKE) images
 	examples/demo/run.sh
+
+# --- a real Airflow deployment on this host (tests/airflow/airflow.sh) ---
+
+.PHONY: airflow-up
+airflow-up: venv ## PostgreSQL and Airflow's four components on this host (cluster up first)
+	$(MAKE) cluster-up
+	tests/airflow/airflow.sh up
+
+.PHONY: airflow-down
+airflow-down: ## Stop the Airflow deployment and remove its state and namespace
+	tests/airflow/airflow.sh down
+
+.PHONY: airflow-status
+airflow-status: ## Show the Airflow deployment's processes and health
+	tests/airflow/airflow.sh status
 
 HELM ?= $(CLUSTER_STATE)/bin/helm
 export HELM
@@ -93,10 +108,16 @@ test-cluster: venv ## Smoke tests, dry runs, sidecar round trip, chart, kubectl 
 test-e2e: venv ## DAGs through Airflow on the local cluster with the real images (cluster up, images built)
 	KUBEDBT_REQUIRE_CLUSTER=1 $(BIN)/pytest tests/e2e
 
+.PHONY: test-deployment
+test-deployment: venv ## Fault tests on the real Airflow deployment (cluster up, images built)
+	$(MAKE) airflow-up
+	KUBEDBT_REQUIRE_CLUSTER=1 $(BIN)/pytest tests/deployment --durations=0
+
 .PHONY: test
-test: lint test-unit ## Everything CI runs: lint, unit, then cluster and end-to-end tests
+test: lint test-unit ## Everything CI runs: lint, unit, cluster, end-to-end and fault tests
 	$(MAKE) cluster-up
 	status=0; \
-	$(MAKE) images && $(MAKE) test-cluster && $(MAKE) test-e2e || status=$$?; \
+	$(MAKE) images && $(MAKE) test-cluster && $(MAKE) test-e2e && $(MAKE) test-deployment \
+	  || status=$$?; \
 	$(MAKE) cluster-down; \
 	exit $$status

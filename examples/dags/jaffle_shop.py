@@ -28,5 +28,6 @@ with DAG(
         },
         kubernetes_conn_id="kubernetes_default",  # in-cluster, kubeconfig or context
         deferrable=True,  # wait in the triggerer, not in a worker slot
+        on_finish_action="keep_job",  # keep it for kubectl dbt (default: delete once succeeded)
         retries=2,
     )

@@ -9,6 +9,10 @@ set -euo pipefail
 # shellcheck source=tests/cluster/lib.sh
 source "$(dirname "$0")/lib.sh"
 
+# The Airflow deployment first (tests/airflow): its state lives in $KUBEDBT_STATE, and its namespace
+# goes while the cluster still answers. Silent when there is none.
+"$cluster_dir/../airflow/airflow.sh" down
+
 if [[ ${CLUSTER:-local} == kind ]]; then
   exec "$cluster_dir/kind.sh" down
 fi

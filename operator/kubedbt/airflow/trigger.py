@@ -8,6 +8,7 @@ itself and sends back only what the worker needs: the outcome, the summary and t
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ from kubedbt.core.classify import classify
 from kubedbt.io.kube import RunClient
 from kubedbt.io.retry import RetryPolicy
 from kubedbt.io.watch import RunRef, WatchLimits, watch_run
+
+# Seconds on_kill waits to learn whether the task is still deferred before deleting the Job.
+STATE_LOOKUP_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,10 @@ class DbtJobTrigger(BaseTrigger):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger is unannotated
         self.args = TriggerArgs.from_kwargs(kwargs)
+        # One hook for run() and on_kill(): it keeps the connection run() resolved. Resolving it
+        # again in on_kill goes through the triggerer's supervisor, which Airflow 3.3.2 can stall
+        # while it handles a "mark failed", and on_kill is cancelled 10 s later.
+        self.hook = self.args.connection.async_hook()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and keyword arguments to rebuild this trigger in the triggerer."""
@@ -88,7 +96,7 @@ class DbtJobTrigger(BaseTrigger):
         args, run = self.args, self.args.run
         event: RunEvent
         try:
-            async with args.connection.async_hook().get_conn() as api_client:
+            async with self.hook.get_conn() as api_client:
                 client = RunClient(api_client, args.retry)
                 result = await watch_run(
                     client, args.run, args.limits, memory_limit=args.memory_limit
@@ -114,7 +122,7 @@ class DbtJobTrigger(BaseTrigger):
                 run.job_name,
             )
             return
-        async with args.connection.async_hook().get_conn() as api_client:
+        async with self.hook.get_conn() as api_client:
             deleted = await RunClient(api_client, args.retry).delete_job(
                 run.job_name, run.namespace
             )
@@ -129,15 +137,17 @@ class DbtJobTrigger(BaseTrigger):
             return False
         from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
+        lookup = sync_to_async(RuntimeTaskInstance.get_ti_count)(
+            dag_id=ti.dag_id,
+            map_index=ti.map_index,
+            task_ids=[ti.task_id],
+            run_ids=[ti.run_id],
+            states=["deferred"],
+        )
         try:
-            count = await sync_to_async(RuntimeTaskInstance.get_ti_count)(
-                dag_id=ti.dag_id,
-                map_index=ti.map_index,
-                task_ids=[ti.task_id],
-                run_ids=[ti.run_id],
-                states=["deferred"],
-            )
-        except Exception:  # unknown: the person's action wins, as it always did
-            self.log.warning("could not read the task's state; deleting the Job", exc_info=True)
+            # Bounded: seen to hang while Airflow handles a "mark failed" (3.3.2).
+            count = await asyncio.wait_for(lookup, STATE_LOOKUP_TIMEOUT)
+        except Exception as e:  # unknown: the person's action wins, as it always did
+            self.log.warning("could not read the task's state (%r); deleting the Job", e)
             return False
         return bool(count)

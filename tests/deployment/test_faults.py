@@ -1,0 +1,222 @@
+"""kubedbt under the faults of a real Airflow deployment, with dbt running for minutes.
+
+Each test triggers a DAG run through Airflow's REST API, injects a fault into a real process (a
+SIGKILLed triggerer or worker, a stopped triggerer, a restarted scheduler, a task cleared or marked
+failed by a person) while dbt runs in the cluster, and then checks what the cluster went through
+(the recorder saw every Job and pod) and what Airflow reported.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes import client
+from tests.airflow.client import AirflowClient
+from tests.deployment.conftest import component, kill_worker
+from tests.deployment.recorder import Recorder, Seen, epoch
+from tests.deployment.webhook import holding_first_configmap
+
+DEFERRED = "kubedbt_fault_deferred"
+SYNC = "kubedbt_fault_sync"
+TASK = "build"
+STARTUP_TIMEOUT = 20  # the DAGs' startup_timeout
+GRACE = 15  # the DAGs' termination_grace_period
+NODES = 28  # dbt build of the example project
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def start(airflow: AirflowClient, dag_id: str, namespace: str, slow_seconds: int) -> str:
+    airflow.wait_for_dag(dag_id, timeout=120)
+    airflow.set_paused(dag_id, paused=False)
+    return airflow.trigger(dag_id, conf={"namespace": namespace, "slow_seconds": slow_seconds})
+
+
+def assert_one_job_never_deleted(recorder: Recorder, dag_id: str, run_id: str) -> Seen:
+    found = recorder.jobs_of(dag_id, run_id)
+    assert len(found) == 1, [j.obj["metadata"]["name"] for j in found]
+    assert found[0].deleted_at is None, "the run's Job was deleted"
+    return found[0]
+
+
+def assert_summary(airflow: AirflowClient, dag_id: str, run_id: str) -> None:
+    summary = airflow.xcom(dag_id, run_id, TASK, "return_value")
+    assert sum(summary["counts"].values()) == NODES, summary
+
+
+def test_triggerer_sigkilled_after_startup_timeout_keeps_the_run(
+    airflow: AirflowClient, namespace: str, recorder: Recorder
+) -> None:
+    run_id = start(airflow, DEFERRED, namespace, slow_seconds=100)
+    airflow.wait_for_task_state(DEFERRED, run_id, TASK, {"deferred"}, timeout=180)
+    wait_for("dbt to run", lambda: recorder.dbt_running(DEFERRED, run_id), 120)
+    (job,) = recorder.jobs_of(DEFERRED, run_id)
+    created = job.obj["metadata"]["creationTimestamp"]
+    # Past the startup deadline, counted from the Job's creation, before the triggerer dies.
+    time.sleep(max(0.0, STARTUP_TIMEOUT + 5 - (time.time() - epoch(created))))
+    component("kill", "triggerer")
+    time.sleep(3)
+    component("start", "triggerer")
+
+    run = airflow.wait_for_dag_run(DEFERRED, run_id, timeout=400)
+
+    assert run["state"] == "success"
+    assert airflow.task_instance(DEFERRED, run_id, TASK)["try_number"] == 1
+    assert_one_job_never_deleted(recorder, DEFERRED, run_id)
+    assert_summary(airflow, DEFERRED, run_id)
+    ((_, started, ended),) = recorder.dbt_intervals(DEFERRED, run_id)
+    assert ended - started > 90, "dbt must outlast every client timeout for this test to count"
+    log = airflow.task_log(DEFERRED, run_id, TASK, 1)
+    assert "startup_timeout" not in log
+    assert "retrying in" not in log, "a watch failed while the run was followed"
+
+
+def test_triggerer_down_longer_than_the_run_reports_it_afterwards(
+    airflow: AirflowClient, namespace: str, recorder: Recorder
+) -> None:
+    run_id = start(airflow, DEFERRED, namespace, slow_seconds=0)
+    airflow.wait_for_task_state(DEFERRED, run_id, TASK, {"deferred"}, timeout=180)
+    component("stop", "triggerer")
+    try:
+        wait_for(
+            "the Job to complete while no triggerer runs",
+            lambda: any(_complete(j.obj) for j in recorder.jobs_of(DEFERRED, run_id)),
+            240,
+        )
+        time.sleep(STARTUP_TIMEOUT)  # every deadline of the run has passed too
+    finally:
+        component("start", "triggerer")
+
+    run = airflow.wait_for_dag_run(DEFERRED, run_id, timeout=300)
+
+    assert run["state"] == "success"
+    assert_one_job_never_deleted(recorder, DEFERRED, run_id)
+    assert_summary(airflow, DEFERRED, run_id)
+
+
+def test_worker_sigkilled_mid_run_in_sync_mode_is_adopted_by_the_next_try(
+    airflow: AirflowClient, namespace: str, recorder: Recorder
+) -> None:
+    run_id = start(airflow, SYNC, namespace, slow_seconds=75)
+    airflow.wait_for_task_state(SYNC, run_id, TASK, {"running"}, timeout=180)
+    wait_for("dbt to run", lambda: recorder.dbt_running(SYNC, run_id), 120)
+    ti = airflow.task_instance(SYNC, run_id, TASK)
+    killed = kill_worker(ti["id"])
+
+    run = airflow.wait_for_dag_run(SYNC, run_id, timeout=600)
+
+    assert run["state"] == "success", f"killed {killed}"
+    last_try = airflow.task_instance(SYNC, run_id, TASK)["try_number"]
+    assert last_try >= 2
+    job = assert_one_job_never_deleted(recorder, SYNC, run_id)
+    assert job.obj["metadata"]["annotations"]["kubedbt.io/try-number"] == "1"
+    assert recorder.overlapping_dbt(SYNC, run_id) == []
+    assert "adopting it instead of starting dbt a second time" in airflow.task_log(
+        SYNC, run_id, TASK, last_try
+    )
+    assert_summary(airflow, SYNC, run_id)
+
+
+def test_worker_sigkilled_between_job_and_configmap_is_adopted_with_its_configmap(
+    airflow: AirflowClient, namespace: str, recorder: Recorder, api_client: client.ApiClient
+) -> None:
+    run_id = f"launch-{uuid.uuid4().hex[:8]}"  # a valid label value, for the webhook's selector
+    with holding_first_configmap(api_client, namespace, {"kubedbt.io/run-id": run_id}) as hold:
+        airflow.wait_for_dag(SYNC, timeout=120)
+        airflow.set_paused(SYNC, paused=False)
+        airflow.trigger(SYNC, conf={"namespace": namespace, "slow_seconds": 75}, run_id=run_id)
+        assert hold.held.wait(180), "the launch never reached the ConfigMap"
+        (job,) = recorder.jobs_of(SYNC, run_id)  # created; its ConfigMap is being held
+        ti = airflow.task_instance(SYNC, run_id, TASK)
+        killed = kill_worker(ti["id"])
+        hold.release()
+
+    run = airflow.wait_for_dag_run(SYNC, run_id, timeout=600)
+
+    assert run["state"] == "success", f"killed {killed}"
+    last_try = airflow.task_instance(SYNC, run_id, TASK)["try_number"]
+    assert last_try >= 2
+    kept = assert_one_job_never_deleted(recorder, SYNC, run_id)
+    assert kept.obj["metadata"]["uid"] == job.obj["metadata"]["uid"]
+    assert recorder.overlapping_dbt(SYNC, run_id) == []
+    log = airflow.task_log(SYNC, run_id, TASK, last_try)
+    assert "adopting it instead of starting dbt a second time" in log
+    # The adopting try gave the orphaned Job its ConfigMap, and the sidecar filled it.
+    configmap = client.CoreV1Api(api_client).read_namespaced_config_map(
+        job.obj["metadata"]["name"] + "-results", namespace
+    )
+    assert configmap.metadata.annotations["kubedbt.io/upload-status"] == "uploaded"
+    assert_summary(airflow, SYNC, run_id)
+
+
+def test_scheduler_restarted_while_deferred_completes(
+    airflow: AirflowClient, namespace: str, recorder: Recorder
+) -> None:
+    run_id = start(airflow, DEFERRED, namespace, slow_seconds=30)
+    airflow.wait_for_task_state(DEFERRED, run_id, TASK, {"deferred"}, timeout=180)
+    component("kill", "scheduler")
+    time.sleep(3)
+    component("start", "scheduler")
+
+    run = airflow.wait_for_dag_run(DEFERRED, run_id, timeout=400)
+
+    assert run["state"] == "success"
+    assert airflow.task_instance(DEFERRED, run_id, TASK)["try_number"] == 1
+    assert_one_job_never_deleted(recorder, DEFERRED, run_id)
+
+
+@pytest.mark.parametrize("action", ["mark_failed", "clear"])
+def test_a_person_stopping_a_deferred_task_removes_its_job(
+    airflow: AirflowClient, namespace: str, recorder: Recorder, action: str
+) -> None:
+    run_id = start(airflow, DEFERRED, namespace, slow_seconds=600)
+    airflow.wait_for_task_state(DEFERRED, run_id, TASK, {"deferred"}, timeout=180)
+    wait_for("dbt to run", lambda: recorder.dbt_running(DEFERRED, run_id), 120)
+    (first,) = recorder.jobs_of(DEFERRED, run_id)
+    uid = first.obj["metadata"]["uid"]
+    acted = time.time()
+    if action == "mark_failed":
+        airflow.set_task_state(DEFERRED, run_id, TASK, "failed")
+    else:
+        airflow.clear_task(DEFERRED, run_id, TASK)
+
+    def gone() -> bool:
+        job = recorder.jobs[uid]
+        pods = [p for p in recorder.pods_of(DEFERRED, run_id) if _owned_by(p, uid)]
+        return job.deleted_at is not None and all(p.deleted_at is not None for p in pods)
+
+    wait_for("the Job and its pods to be gone", gone, GRACE + 30)
+    took = max(s.deleted_at or 0 for s in [recorder.jobs[uid], *recorder.pods_of(DEFERRED, run_id)])
+    assert took - acted < GRACE + 20
+    if action == "clear":
+        # The cleared task runs again as a new try, which must not start beside the old one.
+        wait_for("the next try's dbt", lambda: recorder.dbt_running(DEFERRED, run_id), 180)
+        assert recorder.overlapping_dbt(DEFERRED, run_id) == []
+        airflow.set_task_state(DEFERRED, run_id, TASK, "failed")
+        wait_for(
+            "every Job of the run to be gone",
+            lambda: all(j.deleted_at for j in recorder.jobs_of(DEFERRED, run_id)),
+            GRACE + 30,
+        )
+
+
+def _complete(job: dict[str, Any]) -> bool:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Complete" and c["status"] == "True" for c in conditions)
+
+
+def _owned_by(pod: Seen, uid: str) -> bool:
+    owners = pod.obj["metadata"].get("ownerReferences") or []
+    return any(o.get("uid") == uid for o in owners)
