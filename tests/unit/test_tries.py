@@ -11,17 +11,18 @@ from typing import Any
 import pytest
 
 from kubedbt import DbtRunSpec, RunIdentity, render_job, render_results_configmap
-from kubedbt.core.naming import task_instance_selector
+from kubedbt.core.naming import dag_run_key, task_instance_selector
 from kubedbt.core.tries import LaunchPlan, TryJob, plan_launch, resumable, try_jobs
 
 SPEC = DbtRunSpec(command="build", image="kubedbt/dbt:dev", namespace="analytics")
-STARTED = "2026-11-23T03:00:00.123456+00:00"
-RESTARTED = "2026-11-23T05:00:00.654321+00:00"  # the same run_id, deleted and triggered again
+STARTED = dag_run_key("2026-11-23T03:00:00.123456+00:00", 0)
+RESTARTED = dag_run_key("2026-11-23T05:00:00.654321+00:00", 0)  # deleted and triggered again
+CLEARED = dag_run_key("2026-11-23T03:00:00.123456+00:00", 1)  # same start, a task cleared
 
 
 def identity(try_number: int, started: str | None = STARTED, **kwargs: Any) -> RunIdentity:
     return RunIdentity(
-        "daily", "dbt_build", "manual__1", try_number=try_number, dag_run_start_date=started,
+        "daily", "dbt_build", "manual__1", try_number=try_number, dag_run_key=started,
         **kwargs,
     )  # fmt: skip
 
@@ -64,11 +65,17 @@ def test_only_the_newest_running_earlier_try_is_adopted_the_older_is_stopped() -
     assert result.stop == (first["metadata"]["name"],)
 
 
-def test_a_running_job_of_a_restarted_dag_run_is_stopped_not_adopted() -> None:
-    stale = job(1, started=RESTARTED)
+@pytest.mark.parametrize("earlier", [RESTARTED, CLEARED])
+def test_a_running_job_of_another_start_of_the_dag_run_is_stopped_not_adopted(earlier: str) -> None:
+    stale = job(1, started=earlier)
     result = plan(2, stale)
     assert result.adopt is None
     assert result.stop == (stale["metadata"]["name"],)
+
+
+def test_dag_run_key_tells_starts_apart() -> None:
+    assert len({STARTED, RESTARTED, CLEARED}) == 3
+    assert dag_run_key(None, None) == dag_run_key(None, 0)
 
 
 def test_this_tries_name_held_by_another_dag_run_is_freed() -> None:
@@ -100,7 +107,7 @@ def test_try_jobs_reads_try_and_dag_run() -> None:
     assert found == TryJob(
         name=job(1)["metadata"]["name"],
         try_number=1,
-        dag_run_start_date=STARTED,
+        dag_run_key=STARTED,
         finished=True,
         terminating=False,
     )
@@ -127,6 +134,4 @@ def test_resumable_is_newest_earlier_try_of_this_dag_run() -> None:
     ]
     found = resumable(identity(3), configmaps)
     assert [c["metadata"]["annotations"]["kubedbt.io/try-number"] for c in found] == ["2", "1"]
-    assert {c["metadata"]["annotations"]["kubedbt.io/dag-run-start-date"] for c in found} == {
-        STARTED
-    }
+    assert {c["metadata"]["annotations"]["kubedbt.io/dag-run-key"] for c in found} == {STARTED}

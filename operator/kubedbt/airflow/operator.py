@@ -171,14 +171,18 @@ class DbtJobOperator(BaseOperator):
 
     def _identity(self, context: Context) -> RunIdentity:
         ti = context["ti"]
-        started = getattr(context.get("dag_run"), "start_date", None)
+        dag_run = context.get("dag_run")
+        started = getattr(dag_run, "start_date", None)
         return RunIdentity(
             dag_id=ti.dag_id,
             task_id=ti.task_id,
             run_id=ti.run_id,
             map_index=ti.map_index if ti.map_index is not None else -1,
             try_number=ti.try_number,
-            dag_run_start_date=started.isoformat() if started is not None else None,
+            dag_run_key=naming.dag_run_key(
+                started.isoformat() if started is not None else None,
+                getattr(dag_run, "clear_number", None),
+            ),
         )
 
     def execute(self, context: Context) -> Any:

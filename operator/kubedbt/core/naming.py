@@ -34,9 +34,10 @@ _HASH_CHARS = 10
 class RunIdentity:
     """Which Airflow task instance try a Job belongs to.
 
-    dag_run_start_date tells a DAG run from an earlier one that was deleted (or cleared) and
-    started again under the same run_id; it is recorded on the objects but is not part of any
-    name, so names stay a function of the task instance and the try.
+    dag_run_key tells this start of the DAG run from an earlier one under the same run_id: a
+    DAG run deleted and triggered again (another start date) or cleared (another clear number).
+    It is recorded on the objects but is not part of any name, so names stay a function of the
+    task instance and the try.
     """
 
     dag_id: str
@@ -44,7 +45,7 @@ class RunIdentity:
     run_id: str
     map_index: int = -1
     try_number: int = 1
-    dag_run_start_date: str | None = None
+    dag_run_key: str | None = None
 
     def __post_init__(self) -> None:
         validate.string("dag_id", self.dag_id)
@@ -172,7 +173,15 @@ def task_instance_annotations(identity: RunIdentity) -> dict[str, str]:
 
 
 TRY_NUMBER_ANNOTATION = LABEL_PREFIX + "try-number"
-DAG_RUN_START_ANNOTATION = LABEL_PREFIX + "dag-run-start-date"
+DAG_RUN_KEY_ANNOTATION = LABEL_PREFIX + "dag-run-key"
+
+
+def dag_run_key(start_date: str | None, clear_number: int | None) -> str:
+    """What tells one start of a DAG run from another: its start date and clear number.
+
+    Both are needed: clearing a task of a running DAG run keeps the run's start date.
+    """
+    return f"{start_date or '-'} clear {clear_number or 0}"
 
 
 def run_annotations(identity: RunIdentity) -> dict[str, str]:
@@ -181,8 +190,8 @@ def run_annotations(identity: RunIdentity) -> dict[str, str]:
         **task_instance_annotations(identity),
         TRY_NUMBER_ANNOTATION: str(identity.try_number),
     }
-    if identity.dag_run_start_date is not None:
-        annotations[DAG_RUN_START_ANNOTATION] = identity.dag_run_start_date
+    if identity.dag_run_key is not None:
+        annotations[DAG_RUN_KEY_ANNOTATION] = identity.dag_run_key
     return annotations
 
 

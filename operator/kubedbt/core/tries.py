@@ -8,9 +8,9 @@ plans:
 
 - an earlier try of the same DAG run whose Job is still active is adopted: this try watches that
   Job to its end instead of starting dbt again;
-- any other active Job of the task instance (from a DAG run that was deleted or cleared and
-  started again under the same run_id, which `dag_run_start_date` tells apart) is stopped, and
-  this try waits until its pods are gone;
+- any other active Job of the task instance (from a DAG run that was deleted and triggered
+  again under the same run_id, or from before the task was cleared, which `dag_run_key`
+  tells apart) is stopped, and this try waits until its pods are gone;
 - a Job that is already being deleted is waited for;
 - finished Jobs are left alone (they are evidence, and the newest one with results can be resumed
   by `dbt retry`), except one holding this try's own name for an earlier DAG run, which is
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubedbt.core.naming import (
-    DAG_RUN_START_ANNOTATION,
+    DAG_RUN_KEY_ANNOTATION,
     TRY_NUMBER_ANNOTATION,
     RunIdentity,
     task_instance_annotations,
@@ -38,7 +38,7 @@ class TryJob:
 
     name: str
     try_number: int
-    dag_run_start_date: str | None
+    dag_run_key: str | None
     finished: bool
     terminating: bool
 
@@ -85,7 +85,7 @@ def try_jobs(identity: RunIdentity, jobs: Iterable[Mapping[str, Any]]) -> list[T
             TryJob(
                 name=str(metadata["name"]),
                 try_number=try_number,
-                dag_run_start_date=annotations.get(DAG_RUN_START_ANNOTATION),
+                dag_run_key=annotations.get(DAG_RUN_KEY_ANNOTATION),
                 finished=job_finished(job),
                 terminating=bool(metadata.get("deletionTimestamp")),
             )
@@ -95,7 +95,7 @@ def try_jobs(identity: RunIdentity, jobs: Iterable[Mapping[str, Any]]) -> list[T
 
 def same_dag_run(identity: RunIdentity, job: TryJob) -> bool:
     """Whether `job` was started by this DAG run (not by a deleted or cleared earlier one)."""
-    return job.dag_run_start_date == identity.dag_run_start_date
+    return job.dag_run_key == identity.dag_run_key
 
 
 def plan_launch(identity: RunIdentity, jobs: Iterable[TryJob]) -> LaunchPlan:
@@ -130,7 +130,7 @@ def resumable(
     found: list[tuple[int, Mapping[str, Any]]] = []
     for configmap in configmaps:
         annotations = (configmap.get("metadata") or {}).get("annotations") or {}
-        if annotations.get(DAG_RUN_START_ANNOTATION) != identity.dag_run_start_date:
+        if annotations.get(DAG_RUN_KEY_ANNOTATION) != identity.dag_run_key:
             continue
         try_number = try_number_of(identity, configmap)
         if try_number is not None and try_number < identity.try_number:

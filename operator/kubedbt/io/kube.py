@@ -303,8 +303,8 @@ def _check_same_try(existing: JSON, wanted: JobManifest) -> None:
     keys = [
         naming.LABEL_PREFIX + k for k in ("dag-id", "task-id", "run-id", "map-index", "try-number")
     ]
-    if naming.DAG_RUN_START_ANNOTATION in have:  # Jobs from before kubedbt recorded it have none
-        keys.append(naming.DAG_RUN_START_ANNOTATION)
+    if naming.DAG_RUN_KEY_ANNOTATION in have:  # Jobs from before kubedbt recorded it have none
+        keys.append(naming.DAG_RUN_KEY_ANNOTATION)
     if any(have.get(k) != want.get(k) for k in keys):
         where = f"{wanted['metadata']['namespace']}/{wanted['metadata']['name']}"
         raise TerminalError(
