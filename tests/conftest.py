@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from kubernetes import client
 from kubernetes.client import ApiClient
 from kubernetes.config import new_client_from_config
 
@@ -53,3 +57,26 @@ def api_client() -> Iterator[ApiClient]:
         yield api
     finally:
         api.close()
+
+
+CHART = Path(__file__).parents[1] / "helm" / "kubedbt"
+HELM = os.environ.get("HELM", "/var/lib/kubedbt-cluster/bin/helm")
+
+
+@contextmanager
+def namespace_with_chart(api_client: ApiClient, prefix: str, *values: str) -> Iterator[str]:
+    """A fresh namespace with the helm chart installed (each of `values` is a --set), deleted
+    afterwards with everything in it."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace({"metadata": {"name": name}})
+    try:
+        settings = [arg for value in values for arg in ("--set", value)]
+        subprocess.run(
+            [HELM, "install", "kubedbt", str(CHART), "--namespace", name, *settings,
+             "--kubeconfig", str(admin_kubeconfig())],
+            check=True, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        yield name
+    finally:
+        core.delete_namespace(name)

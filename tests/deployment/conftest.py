@@ -12,20 +12,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 from tests.airflow.client import AirflowClient
-from tests.conftest import admin_kubeconfig, unavailable
+from tests.conftest import namespace_with_chart, unavailable
 from tests.deployment.recorder import Recorder
 
 REPO = Path(__file__).parents[2]
 AIRFLOW_SH = REPO / "tests" / "airflow" / "airflow.sh"
-CHART = REPO / "helm" / "kubedbt"
-HELM = os.environ.get("HELM", "/var/lib/kubedbt-cluster/bin/helm")
 
 
 @pytest.fixture(scope="session")
@@ -40,22 +37,15 @@ def airflow() -> AirflowClient:
 @pytest.fixture(scope="session")
 def namespace(api_client: client.ApiClient) -> Iterator[str]:
     """A namespace with the chart installed and Airflow's ServiceAccount as its launcher."""
-    name = f"kubedbt-faults-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(api_client)
-    core.create_namespace({"metadata": {"name": name}})
-    try:
-        subprocess.run(
-            [HELM, "install", "kubedbt", str(CHART), "--namespace", name,
-             "--set", "launcher.createServiceAccount=false",
-             "--set", "launcher.subjects[0].kind=ServiceAccount",
-             "--set", "launcher.subjects[0].name=airflow",
-             "--set", "launcher.subjects[0].namespace=airflow",
-             "--kubeconfig", str(admin_kubeconfig())],
-            check=True, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+    with namespace_with_chart(
+        api_client,
+        "kubedbt-faults",
+        "launcher.createServiceAccount=false",
+        "launcher.subjects[0].kind=ServiceAccount",
+        "launcher.subjects[0].name=airflow",
+        "launcher.subjects[0].namespace=airflow",
+    ) as name:
         yield name
-    finally:
-        core.delete_namespace(name)
 
 
 @pytest.fixture

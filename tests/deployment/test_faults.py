@@ -51,6 +51,36 @@ def assert_one_job_never_deleted(recorder: Recorder, dag_id: str, run_id: str) -
     return found[0]
 
 
+def crash_and_restart(name: str) -> None:
+    """SIGKILL an Airflow component and start it again 3 s later, as a supervisor would."""
+    component("kill", name)
+    time.sleep(3)
+    component("start", name)
+
+
+def assert_succeeded_in_one_try(
+    airflow: AirflowClient, recorder: Recorder, dag_id: str, run_id: str
+) -> None:
+    run = airflow.wait_for_dag_run(dag_id, run_id, timeout=400)
+    assert run["state"] == "success"
+    assert airflow.task_instance(dag_id, run_id, TASK)["try_number"] == 1
+    assert_one_job_never_deleted(recorder, dag_id, run_id)
+
+
+def assert_adopted_by_a_later_try(airflow: AirflowClient, recorder: Recorder, run_id: str) -> Seen:
+    """The sync DAG's run succeeded in a later try that watched the killed try's Job to its end."""
+    run = airflow.wait_for_dag_run(SYNC, run_id, timeout=600)
+    assert run["state"] == "success"
+    last_try = airflow.task_instance(SYNC, run_id, TASK)["try_number"]
+    assert last_try >= 2
+    job = assert_one_job_never_deleted(recorder, SYNC, run_id)
+    assert recorder.overlapping_dbt(SYNC, run_id) == []
+    log = airflow.task_log(SYNC, run_id, TASK, last_try)
+    assert "adopting it instead of starting dbt a second time" in log
+    assert_summary(airflow, SYNC, run_id)
+    return job
+
+
 def assert_summary(airflow: AirflowClient, dag_id: str, run_id: str) -> None:
     summary = airflow.xcom(dag_id, run_id, TASK, "return_value")
     assert sum(summary["counts"].values()) == NODES, summary
@@ -66,15 +96,9 @@ def test_triggerer_sigkilled_after_startup_timeout_keeps_the_run(
     created = job.obj["metadata"]["creationTimestamp"]
     # Past the startup deadline, counted from the Job's creation, before the triggerer dies.
     time.sleep(max(0.0, STARTUP_TIMEOUT + 5 - (time.time() - epoch(created))))
-    component("kill", "triggerer")
-    time.sleep(3)
-    component("start", "triggerer")
+    crash_and_restart("triggerer")
 
-    run = airflow.wait_for_dag_run(DEFERRED, run_id, timeout=400)
-
-    assert run["state"] == "success"
-    assert airflow.task_instance(DEFERRED, run_id, TASK)["try_number"] == 1
-    assert_one_job_never_deleted(recorder, DEFERRED, run_id)
+    assert_succeeded_in_one_try(airflow, recorder, DEFERRED, run_id)
     assert_summary(airflow, DEFERRED, run_id)
     ((_, started, ended),) = recorder.dbt_intervals(DEFERRED, run_id)
     assert ended - started > 90, "dbt must outlast every client timeout for this test to count"
@@ -113,20 +137,10 @@ def test_worker_sigkilled_mid_run_in_sync_mode_is_adopted_by_the_next_try(
     airflow.wait_for_task_state(SYNC, run_id, TASK, {"running"}, timeout=180)
     wait_for("dbt to run", lambda: recorder.dbt_running(SYNC, run_id), 120)
     ti = airflow.task_instance(SYNC, run_id, TASK)
-    killed = kill_worker(ti["id"])
+    kill_worker(ti["id"])
 
-    run = airflow.wait_for_dag_run(SYNC, run_id, timeout=600)
-
-    assert run["state"] == "success", f"killed {killed}"
-    last_try = airflow.task_instance(SYNC, run_id, TASK)["try_number"]
-    assert last_try >= 2
-    job = assert_one_job_never_deleted(recorder, SYNC, run_id)
+    job = assert_adopted_by_a_later_try(airflow, recorder, run_id)
     assert job.obj["metadata"]["annotations"]["kubedbt.io/try-number"] == "1"
-    assert recorder.overlapping_dbt(SYNC, run_id) == []
-    assert "adopting it instead of starting dbt a second time" in airflow.task_log(
-        SYNC, run_id, TASK, last_try
-    )
-    assert_summary(airflow, SYNC, run_id)
 
 
 def test_worker_sigkilled_between_job_and_configmap_is_adopted_with_its_configmap(
@@ -140,25 +154,16 @@ def test_worker_sigkilled_between_job_and_configmap_is_adopted_with_its_configma
         assert hold.held.wait(180), "the launch never reached the ConfigMap"
         (job,) = recorder.jobs_of(SYNC, run_id)  # created; its ConfigMap is being held
         ti = airflow.task_instance(SYNC, run_id, TASK)
-        killed = kill_worker(ti["id"])
+        kill_worker(ti["id"])
         hold.release()
 
-    run = airflow.wait_for_dag_run(SYNC, run_id, timeout=600)
-
-    assert run["state"] == "success", f"killed {killed}"
-    last_try = airflow.task_instance(SYNC, run_id, TASK)["try_number"]
-    assert last_try >= 2
-    kept = assert_one_job_never_deleted(recorder, SYNC, run_id)
+    kept = assert_adopted_by_a_later_try(airflow, recorder, run_id)
     assert kept.obj["metadata"]["uid"] == job.obj["metadata"]["uid"]
-    assert recorder.overlapping_dbt(SYNC, run_id) == []
-    log = airflow.task_log(SYNC, run_id, TASK, last_try)
-    assert "adopting it instead of starting dbt a second time" in log
     # The adopting try gave the orphaned Job its ConfigMap, and the sidecar filled it.
     configmap = client.CoreV1Api(api_client).read_namespaced_config_map(
         job.obj["metadata"]["name"] + "-results", namespace
     )
     assert configmap.metadata.annotations["kubedbt.io/upload-status"] == "uploaded"
-    assert_summary(airflow, SYNC, run_id)
 
 
 def test_scheduler_restarted_while_deferred_completes(
@@ -166,15 +171,9 @@ def test_scheduler_restarted_while_deferred_completes(
 ) -> None:
     run_id = start(airflow, DEFERRED, namespace, slow_seconds=30)
     airflow.wait_for_task_state(DEFERRED, run_id, TASK, {"deferred"}, timeout=180)
-    component("kill", "scheduler")
-    time.sleep(3)
-    component("start", "scheduler")
+    crash_and_restart("scheduler")
 
-    run = airflow.wait_for_dag_run(DEFERRED, run_id, timeout=400)
-
-    assert run["state"] == "success"
-    assert airflow.task_instance(DEFERRED, run_id, TASK)["try_number"] == 1
-    assert_one_job_never_deleted(recorder, DEFERRED, run_id)
+    assert_succeeded_in_one_try(airflow, recorder, DEFERRED, run_id)
 
 
 @pytest.mark.parametrize("action", ["mark_failed", "clear"])

@@ -21,13 +21,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.conftest import admin_kubeconfig
+from tests.conftest import namespace_with_chart
 from tests.e2e.run_dag import REPORT_PREFIX
 
 REPO = Path(__file__).parents[2]
 DAGS = Path(__file__).parent / "dags" / "e2e_dags.py"
-CHART = REPO / "helm" / "kubedbt"
-HELM = os.environ.get("HELM", "/var/lib/kubedbt-cluster/bin/helm")
 
 
 def node_ip(api_client: client.ApiClient) -> str:
@@ -40,19 +38,10 @@ def node_ip(api_client: client.ApiClient) -> str:
 def namespace(api_client: client.ApiClient) -> Iterator[str]:
     """A fresh namespace with the helm chart installed: the `dbt` ServiceAccount the pods run as,
     the sidecar's Role, and the launcher identity the Airflow side uses."""
-    name = f"kubedbt-e2e-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(api_client)
-    core.create_namespace({"metadata": {"name": name}})
-    try:
-        subprocess.run(
-            [HELM, "install", "kubedbt", str(CHART), "--namespace", name,
-             "--set", "launcher.createServiceAccount=true",
-             "--kubeconfig", str(admin_kubeconfig())],
-            check=True, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+    with namespace_with_chart(
+        api_client, "kubedbt-e2e", "launcher.createServiceAccount=true"
+    ) as name:
         yield name
-    finally:
-        core.delete_namespace(name)
 
 
 @pytest.fixture
