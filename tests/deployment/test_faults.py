@@ -219,3 +219,26 @@ def _complete(job: dict[str, Any]) -> bool:
 def _owned_by(pod: Seen, uid: str) -> bool:
     owners = pod.obj["metadata"].get("ownerReferences") or []
     return any(o.get("uid") == uid for o in owners)
+
+
+def test_job_deleted_by_hand_ends_the_run_at_once(
+    airflow: AirflowClient, namespace: str, recorder: Recorder, api_client: client.ApiClient
+) -> None:
+    run_id = start(airflow, DEFERRED, namespace, slow_seconds=600)
+    airflow.wait_for_task_state(DEFERRED, run_id, TASK, {"deferred"}, timeout=180)
+    wait_for("dbt to run", lambda: recorder.dbt_running(DEFERRED, run_id), 120)
+    (job,) = recorder.jobs_of(DEFERRED, run_id)
+    deleted = time.time()
+    # What `kubectl delete job` does: background propagation, the pods go after the Job.
+    client.BatchV1Api(api_client).delete_namespaced_job(
+        job.obj["metadata"]["name"], namespace, propagation_policy="Background"
+    )
+
+    run = airflow.wait_for_dag_run(DEFERRED, run_id, timeout=120)
+
+    assert run["state"] == "failed"
+    ti = airflow.task_instance(DEFERRED, run_id, TASK)
+    assert ti["try_number"] == 1, "a deliberate deletion is terminal: no retry"
+    outcome = airflow.xcom(DEFERRED, run_id, TASK, "outcome")
+    assert outcome["kind"] == "job_deleted", outcome
+    assert epoch(ti["end_date"]) - deleted < 30
