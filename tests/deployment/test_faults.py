@@ -51,28 +51,43 @@ def assert_one_job_never_deleted(recorder: Recorder, dag_id: str, run_id: str) -
     return found[0]
 
 
-def crash_and_restart(name: str) -> None:
-    """SIGKILL an Airflow component and start it again 3 s later, as a supervisor would."""
+def crash_and_restart(name: str) -> float:
+    """SIGKILL an Airflow component, start it again 3 s later as a supervisor would, and return
+    how long it was gone (until healthy again)."""
+    killed = time.time()
     component("kill", name)
     time.sleep(3)
     component("start", name)
+    return time.time() - killed
 
 
 def assert_succeeded_in_one_try(
     airflow: AirflowClient, recorder: Recorder, dag_id: str, run_id: str
-) -> None:
-    run = airflow.wait_for_dag_run(dag_id, run_id, timeout=400)
+) -> dict[str, Any]:
+    run: dict[str, Any] = airflow.wait_for_dag_run(dag_id, run_id, timeout=400)
     assert run["state"] == "success"
     assert airflow.task_instance(dag_id, run_id, TASK)["try_number"] == 1
     assert_one_job_never_deleted(recorder, dag_id, run_id)
+    return run
 
 
-def assert_adopted_by_a_later_try(airflow: AirflowClient, recorder: Recorder, run_id: str) -> Seen:
+def assert_adopted_by_a_later_try(
+    airflow: AirflowClient,
+    recorder: Recorder,
+    run_id: str,
+    killed_at: float,
+    measured: Callable[[str], None],
+) -> Seen:
     """The sync DAG's run succeeded in a later try that watched the killed try's Job to its end."""
     run = airflow.wait_for_dag_run(SYNC, run_id, timeout=600)
     assert run["state"] == "success"
-    last_try = airflow.task_instance(SYNC, run_id, TASK)["try_number"]
+    ti = airflow.task_instance(SYNC, run_id, TASK)
+    last_try = ti["try_number"]
     assert last_try >= 2
+    measured(
+        f"try {last_try} started {epoch(ti['start_date']) - killed_at:.0f} s after the SIGKILL "
+        f"and adopted try 1's Job; success {epoch(run['end_date']) - killed_at:.0f} s after it"
+    )
     job = assert_one_job_never_deleted(recorder, SYNC, run_id)
     assert recorder.overlapping_dbt(SYNC, run_id) == []
     log = airflow.task_log(SYNC, run_id, TASK, last_try)
@@ -87,7 +102,7 @@ def assert_summary(airflow: AirflowClient, dag_id: str, run_id: str) -> None:
 
 
 def test_triggerer_sigkilled_after_startup_timeout_keeps_the_run(
-    airflow: AirflowClient, namespace: str, recorder: Recorder
+    airflow: AirflowClient, namespace: str, recorder: Recorder, measured: Callable[[str], None]
 ) -> None:
     run_id = start(airflow, DEFERRED, namespace, slow_seconds=100)
     airflow.wait_for_task_state(DEFERRED, run_id, TASK, {"deferred"}, timeout=180)
@@ -96,22 +111,29 @@ def test_triggerer_sigkilled_after_startup_timeout_keeps_the_run(
     created = job.obj["metadata"]["creationTimestamp"]
     # Past the startup deadline, counted from the Job's creation, before the triggerer dies.
     time.sleep(max(0.0, STARTUP_TIMEOUT + 5 - (time.time() - epoch(created))))
-    crash_and_restart("triggerer")
+    killed_at = time.time() - epoch(created)
+    gone = crash_and_restart("triggerer")
 
-    assert_succeeded_in_one_try(airflow, recorder, DEFERRED, run_id)
+    run = assert_succeeded_in_one_try(airflow, recorder, DEFERRED, run_id)
     assert_summary(airflow, DEFERRED, run_id)
     ((_, started, ended),) = recorder.dbt_intervals(DEFERRED, run_id)
     assert ended - started > 90, "dbt must outlast every client timeout for this test to count"
+    measured(
+        f"triggerer SIGKILLed {killed_at:.0f} s after the Job's creation, healthy again "
+        f"{gone:.1f} s later; dbt ran {ended - started:.0f} s; success in try 1 "
+        f"{epoch(run['end_date']) - ended:.1f} s after dbt ended; 1 Job, never deleted"
+    )
     log = airflow.task_log(DEFERRED, run_id, TASK, 1)
     assert "startup_timeout" not in log
     assert "retrying in" not in log, "a watch failed while the run was followed"
 
 
 def test_triggerer_down_longer_than_the_run_reports_it_afterwards(
-    airflow: AirflowClient, namespace: str, recorder: Recorder
+    airflow: AirflowClient, namespace: str, recorder: Recorder, measured: Callable[[str], None]
 ) -> None:
     run_id = start(airflow, DEFERRED, namespace, slow_seconds=0)
     airflow.wait_for_task_state(DEFERRED, run_id, TASK, {"deferred"}, timeout=180)
+    stopped = time.time()
     component("stop", "triggerer")
     try:
         wait_for(
@@ -122,29 +144,39 @@ def test_triggerer_down_longer_than_the_run_reports_it_afterwards(
         time.sleep(STARTUP_TIMEOUT)  # every deadline of the run has passed too
     finally:
         component("start", "triggerer")
+    back = time.time()
 
     run = airflow.wait_for_dag_run(DEFERRED, run_id, timeout=300)
 
     assert run["state"] == "success"
     assert_one_job_never_deleted(recorder, DEFERRED, run_id)
     assert_summary(airflow, DEFERRED, run_id)
+    measured(
+        f"triggerer down {back - stopped:.0f} s, the run's Job finished while it was; "
+        f"success with the summary {epoch(run['end_date']) - back:.1f} s after it was back"
+    )
 
 
 def test_worker_sigkilled_mid_run_in_sync_mode_is_adopted_by_the_next_try(
-    airflow: AirflowClient, namespace: str, recorder: Recorder
+    airflow: AirflowClient, namespace: str, recorder: Recorder, measured: Callable[[str], None]
 ) -> None:
     run_id = start(airflow, SYNC, namespace, slow_seconds=75)
     airflow.wait_for_task_state(SYNC, run_id, TASK, {"running"}, timeout=180)
     wait_for("dbt to run", lambda: recorder.dbt_running(SYNC, run_id), 120)
     ti = airflow.task_instance(SYNC, run_id, TASK)
+    killed_at = time.time()
     kill_worker(ti["id"])
 
-    job = assert_adopted_by_a_later_try(airflow, recorder, run_id)
+    job = assert_adopted_by_a_later_try(airflow, recorder, run_id, killed_at, measured)
     assert job.obj["metadata"]["annotations"]["kubedbt.io/try-number"] == "1"
 
 
 def test_worker_sigkilled_between_job_and_configmap_is_adopted_with_its_configmap(
-    airflow: AirflowClient, namespace: str, recorder: Recorder, api_client: client.ApiClient
+    airflow: AirflowClient,
+    namespace: str,
+    recorder: Recorder,
+    api_client: client.ApiClient,
+    measured: Callable[[str], None],
 ) -> None:
     run_id = f"launch-{uuid.uuid4().hex[:8]}"  # a valid label value, for the webhook's selector
     with holding_first_configmap(api_client, namespace, {"kubedbt.io/run-id": run_id}) as hold:
@@ -154,10 +186,11 @@ def test_worker_sigkilled_between_job_and_configmap_is_adopted_with_its_configma
         assert hold.held.wait(180), "the launch never reached the ConfigMap"
         (job,) = recorder.jobs_of(SYNC, run_id)  # created; its ConfigMap is being held
         ti = airflow.task_instance(SYNC, run_id, TASK)
+        killed_at = time.time()
         kill_worker(ti["id"])
         hold.release()
 
-    kept = assert_adopted_by_a_later_try(airflow, recorder, run_id)
+    kept = assert_adopted_by_a_later_try(airflow, recorder, run_id, killed_at, measured)
     assert kept.obj["metadata"]["uid"] == job.obj["metadata"]["uid"]
     # The adopting try gave the orphaned Job its ConfigMap, and the sidecar filled it.
     configmap = client.CoreV1Api(api_client).read_namespaced_config_map(
@@ -167,18 +200,26 @@ def test_worker_sigkilled_between_job_and_configmap_is_adopted_with_its_configma
 
 
 def test_scheduler_restarted_while_deferred_completes(
-    airflow: AirflowClient, namespace: str, recorder: Recorder
+    airflow: AirflowClient, namespace: str, recorder: Recorder, measured: Callable[[str], None]
 ) -> None:
     run_id = start(airflow, DEFERRED, namespace, slow_seconds=30)
     airflow.wait_for_task_state(DEFERRED, run_id, TASK, {"deferred"}, timeout=180)
-    crash_and_restart("scheduler")
+    gone = crash_and_restart("scheduler")
 
-    assert_succeeded_in_one_try(airflow, recorder, DEFERRED, run_id)
+    run = assert_succeeded_in_one_try(airflow, recorder, DEFERRED, run_id)
+    measured(
+        f"scheduler SIGKILLed while deferred, healthy again {gone:.1f} s later; success in "
+        f"try 1, {epoch(run['end_date']) - epoch(run['start_date']):.0f} s for the whole run"
+    )
 
 
 @pytest.mark.parametrize("action", ["mark_failed", "clear"])
 def test_a_person_stopping_a_deferred_task_removes_its_job(
-    airflow: AirflowClient, namespace: str, recorder: Recorder, action: str
+    airflow: AirflowClient,
+    namespace: str,
+    recorder: Recorder,
+    action: str,
+    measured: Callable[[str], None],
 ) -> None:
     run_id = start(airflow, DEFERRED, namespace, slow_seconds=600)
     airflow.wait_for_task_state(DEFERRED, run_id, TASK, {"deferred"}, timeout=180)
@@ -199,6 +240,11 @@ def test_a_person_stopping_a_deferred_task_removes_its_job(
     wait_for("the Job and its pods to be gone", gone, GRACE + 30)
     took = max(s.deleted_at or 0 for s in [recorder.jobs[uid], *recorder.pods_of(DEFERRED, run_id)])
     assert took - acted < GRACE + 20
+    deleted = recorder.jobs[uid].deleted_at or 0
+    measured(
+        f"Job deleted {deleted - acted:.1f} s and its pods gone {took - acted:.1f} s after the "
+        f"request (grace period {GRACE} s)"
+    )
     if action == "clear":
         # The cleared task runs again as a new try, which must not start beside the old one.
         wait_for("the next try's dbt", lambda: recorder.dbt_running(DEFERRED, run_id), 180)
@@ -222,7 +268,11 @@ def _owned_by(pod: Seen, uid: str) -> bool:
 
 
 def test_job_deleted_by_hand_ends_the_run_at_once(
-    airflow: AirflowClient, namespace: str, recorder: Recorder, api_client: client.ApiClient
+    airflow: AirflowClient,
+    namespace: str,
+    recorder: Recorder,
+    api_client: client.ApiClient,
+    measured: Callable[[str], None],
 ) -> None:
     run_id = start(airflow, DEFERRED, namespace, slow_seconds=600)
     airflow.wait_for_task_state(DEFERRED, run_id, TASK, {"deferred"}, timeout=180)
@@ -242,3 +292,4 @@ def test_job_deleted_by_hand_ends_the_run_at_once(
     outcome = airflow.xcom(DEFERRED, run_id, TASK, "outcome")
     assert outcome["kind"] == "job_deleted", outcome
     assert epoch(ti["end_date"]) - deleted < 30
+    measured(f"the task failed as job_deleted {epoch(ti['end_date']) - deleted:.1f} s after")
