@@ -81,6 +81,8 @@ class Recorder:
                     version = None
                 else:
                     time.sleep(1)
+            except Exception:  # the API server is down (a test's fault): go on when it is back
+                time.sleep(1)
 
     def _record(self, event_type: str, obj: dict[str, Any], store: dict[str, Seen]) -> None:
         uid = obj["metadata"]["uid"]

@@ -8,9 +8,13 @@ failed by a person) while dbt runs in the cluster, and then checks what the clus
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +30,8 @@ TASK = "build"
 STARTUP_TIMEOUT = 20  # the DAGs' startup_timeout
 GRACE = 15  # the DAGs' termination_grace_period
 NODES = 28  # dbt build of the example project
+CLUSTER_STATE = os.environ.get("KUBEDBT_STATE", "/var/lib/kubedbt-cluster")
+CLUSTER_UP = Path(__file__).parents[1] / "cluster" / "up.sh"
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
@@ -49,6 +55,17 @@ def assert_one_job_never_deleted(recorder: Recorder, dag_id: str, run_id: str) -
     assert len(found) == 1, [j.obj["metadata"]["name"] for j in found]
     assert found[0].deleted_at is None, "the run's Job was deleted"
     return found[0]
+
+
+def restart_api_server(outage: float) -> float:
+    """SIGKILL the local cluster's kube-apiserver, and after `outage` seconds bring it back with
+    the cluster's own (idempotent) up script; return how long it was gone."""
+    pid_file = Path(CLUSTER_STATE, "pids", "kube-apiserver.pid")
+    killed = time.time()
+    os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+    time.sleep(outage)
+    subprocess.run([str(CLUSTER_UP)], check=True, capture_output=True, timeout=300)
+    return time.time() - killed
 
 
 def crash_and_restart(name: str) -> float:
@@ -293,3 +310,21 @@ def test_job_deleted_by_hand_ends_the_run_at_once(
     assert outcome["kind"] == "job_deleted", outcome
     assert epoch(ti["end_date"]) - deleted < 30
     measured(f"the task failed as job_deleted {epoch(ti['end_date']) - deleted:.1f} s after")
+
+
+def test_kubernetes_api_server_sigkilled_mid_run_is_followed_through(
+    airflow: AirflowClient, namespace: str, recorder: Recorder, measured: Callable[[str], None]
+) -> None:
+    run_id = start(airflow, DEFERRED, namespace, slow_seconds=60)
+    airflow.wait_for_task_state(DEFERRED, run_id, TASK, {"deferred"}, timeout=180)
+    wait_for("dbt to run", lambda: recorder.dbt_running(DEFERRED, run_id), 120)
+    down = restart_api_server(outage=8)
+
+    run = assert_succeeded_in_one_try(airflow, recorder, DEFERRED, run_id)
+    assert_summary(airflow, DEFERRED, run_id)
+    log = airflow.task_log(DEFERRED, run_id, TASK, 1)
+    assert "retrying in" in log, "the outage must have been seen for this test to count"
+    measured(
+        f"kube-apiserver SIGKILLed and back after {down:.0f} s; the watches reconnected and "
+        f"the run succeeded in try 1 ({epoch(run['end_date']) - epoch(run['start_date']):.0f} s)"
+    )
