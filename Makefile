@@ -40,6 +40,8 @@ lint: venv ## ruff, mypy --strict and the import-linter layer contracts
 	$(BIN)/ruff format --check operator tests examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	@# Collecting imports every test module, so one that needs the cluster breaks here, not later.
+	$(BIN)/pytest --collect-only -q tests >/dev/null
 
 .PHONY: test-unit
 test-unit: venv dbt-venv ## Tests of the pure code and the uploader on real dbt output (no cluster)

@@ -201,7 +201,8 @@ def test_worker_sigkilled_between_job_and_configmap_is_adopted_with_its_configma
         airflow.set_paused(SYNC, paused=False)
         airflow.trigger(SYNC, conf={"namespace": namespace, "slow_seconds": 75}, run_id=run_id)
         assert hold.held.wait(180), "the launch never reached the ConfigMap"
-        (job,) = recorder.jobs_of(SYNC, run_id)  # created; its ConfigMap is being held
+        # The Job exists (its ConfigMap is the request being held); the recorder sees it soon.
+        (job,) = wait_for("the recorder to see the Job", lambda: recorder.jobs_of(SYNC, run_id), 30)
         ti = airflow.task_instance(SYNC, run_id, TASK)
         killed_at = time.time()
         kill_worker(ti["id"])

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.conftest import admin_kubeconfig
-from tests.e2e.conftest import CHART, HELM, DagRun, DagRunner
+from tests.conftest import CHART, HELM, admin_kubeconfig
+from tests.e2e.conftest import DagRun, DagRunner
 
 pytestmark = pytest.mark.cluster
 
