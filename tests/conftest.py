@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 from kubernetes import client
@@ -80,3 +81,59 @@ def namespace_with_chart(api_client: ApiClient, prefix: str, *values: str) -> It
         yield name
     finally:
         core.delete_namespace(name)
+
+
+# Figures the cluster and fault tests measured, printed at the end of the session.
+FIGURES: list[str] = []
+
+
+@pytest.fixture
+def measured(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Note a figure the test measured; all of them are printed at the end of the session."""
+
+    def note(text: str) -> None:
+        FIGURES.append(f"{request.node.name}: {text}")
+
+    return note
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("what the tests measured")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
+def launcher_token(api_client: ApiClient, namespace: str, **spec: Any) -> str:
+    """A token of the chart's launcher ServiceAccount (2 h unless `spec` says otherwise)."""
+    request = {"spec": {"expirationSeconds": 7200, **spec}}
+    response = client.CoreV1Api(api_client).create_namespaced_service_account_token(
+        "kubedbt-launcher", namespace, request
+    )
+    return str(response.status.token)
+
+
+def write_kubeconfig(path: Path, api_client: ApiClient, namespace: str, token: str) -> None:
+    """A kubeconfig at `path` for the local cluster, authenticating with `token`."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "local",
+                "cluster": {
+                    "server": api_client.configuration.host,
+                    "certificate-authority": api_client.configuration.ssl_ca_cert,
+                },
+            }
+        ],
+        "users": [{"name": "kubedbt-launcher", "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "launcher",
+                "context": {"cluster": "local", "user": "kubedbt-launcher", "namespace": namespace},
+            }
+        ],
+        "current-context": "launcher",
+    }
+    path.write_text(json.dumps(config))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,26 +46,6 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
         "launcher.subjects[0].namespace=airflow",
     ) as name:
         yield name
-
-
-FIGURES: list[str] = []
-
-
-@pytest.fixture
-def measured(request: pytest.FixtureRequest) -> Callable[[str], None]:
-    """Note a figure the test measured; all of them are printed at the end of the session."""
-
-    def note(text: str) -> None:
-        FIGURES.append(f"{request.node.name}: {text}")
-
-    return note
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if FIGURES:
-        terminalreporter.section("what the fault tests measured")
-        for line in FIGURES:
-            terminalreporter.write_line(line)
 
 
 @pytest.fixture

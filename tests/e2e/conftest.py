@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.conftest import namespace_with_chart
+from tests.conftest import launcher_token, namespace_with_chart, write_kubeconfig
 from tests.e2e.run_dag import REPORT_PREFIX
 
 REPO = Path(__file__).parents[2]
@@ -48,35 +48,8 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
 def launcher_kubeconfig(api_client: client.ApiClient, namespace: str, tmp_path: Path) -> Path:
     """A kubeconfig for the chart's launcher ServiceAccount: what Airflow gets, not cluster-admin,
     so a permission the chart lacks fails the tests."""
-    request = {"spec": {"expirationSeconds": 7200}}
-    token = (
-        client.CoreV1Api(api_client)
-        .create_namespaced_service_account_token("kubedbt-launcher", namespace, request)
-        .status.token
-    )
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "local",
-                "cluster": {
-                    "server": api_client.configuration.host,
-                    "certificate-authority": api_client.configuration.ssl_ca_cert,
-                },
-            }
-        ],
-        "users": [{"name": "kubedbt-launcher", "user": {"token": token}}],
-        "contexts": [
-            {
-                "name": "launcher",
-                "context": {"cluster": "local", "user": "kubedbt-launcher", "namespace": namespace},
-            }
-        ],
-        "current-context": "launcher",
-    }
     path = tmp_path / "launcher.kubeconfig"
-    path.write_text(json.dumps(config))
+    write_kubeconfig(path, api_client, namespace, launcher_token(api_client, namespace))
     return path
 
 

@@ -36,6 +36,7 @@ def listed(
     progress = RunProgress(startup_timeout=STARTUP)
     progress.listed("job", [data["job"] if finished else in_progress(data["job"])])
     progress.listed("pod", data["pods"] if pods is None else pods)
+    progress.listed("configmap", [])
     return progress
 
 
@@ -43,13 +44,15 @@ def created(obj: dict[str, Any]) -> float:
     return epoch(obj["metadata"]["creationTimestamp"])
 
 
-def test_nothing_is_decided_before_both_lists() -> None:
+def test_nothing_is_decided_before_every_list() -> None:
     data = recorded("unschedulable")
     progress = RunProgress(startup_timeout=STARTUP)
     long_after = created(data["job"]) + 10 * STARTUP
     progress.listed("job", [in_progress(data["job"])])
     assert progress.decide(long_after).ending is None  # the pods are not read yet
     progress.listed("pod", data["pods"])
+    assert progress.decide(long_after).ending is None  # nor the ConfigMaps
+    progress.listed("configmap", [])
     assert progress.decide(long_after).ending == "startup"
 
 
@@ -74,6 +77,7 @@ def test_startup_counts_from_the_newest_pod() -> None:
         {"name": "dbt", "state": {"waiting": {"reason": "ContainerCreating"}}}
     ]
     progress.listed("pod", [p for p in data["pods"] if p is not replacement] + [waiting])
+    progress.listed("configmap", [])
     due = created(replacement) + STARTUP
     assert due > created(data["job"]) + STARTUP  # the replacement came later than the Job
     assert progress.decide(due - 1) == Decision(None, wake_at=due)
@@ -123,15 +127,17 @@ def test_a_job_missing_from_its_list_was_deleted() -> None:
     progress = RunProgress(startup_timeout=STARTUP)
     progress.listed("job", [])
     progress.listed("pod", data["pods"])
+    progress.listed("configmap", [])
     assert progress.decide(created(data["job"])).ending == "job_deleted"
 
 
-def test_the_execution_deadline_comes_first_when_it_is_earlier() -> None:
+def test_the_execution_timeout_counts_from_the_job_and_comes_first_when_earlier() -> None:
     data = recorded("unschedulable")
     start = created(data["job"])
-    progress = RunProgress(startup_timeout=STARTUP, execution_deadline=start + 30)
+    progress = RunProgress(startup_timeout=STARTUP, execution_timeout=30)
     progress.listed("job", [in_progress(data["job"])])
     progress.listed("pod", data["pods"])
+    progress.listed("configmap", [])
     assert progress.decide(start + 10).wake_at == start + 30
     assert progress.decide(start + 30).ending == "execution"
 

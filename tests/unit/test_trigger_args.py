@@ -23,7 +23,7 @@ def test_serialize_round_trip() -> None:
         ),
         limits=WatchLimits(
             startup_timeout=300.0,
-            execution_deadline=1_790_003_600.0,
+            execution_timeout=3_590.0,
             results_timeout=45.0,
             log_tail_lines=20,
         ),
@@ -47,3 +47,11 @@ def test_serialize_round_trip() -> None:
 def test_defaults_round_trip() -> None:
     args = TriggerArgs(RunRef("j", "ns", "j-results", {"a": "b"}), WatchLimits(startup_timeout=1.0))
     assert TriggerArgs.from_kwargs(args.to_kwargs()) == args
+
+
+def test_a_trigger_serialised_by_an_older_kubedbt_still_rebuilds() -> None:
+    # An older kubedbt handed over an absolute execution_deadline; the deadline now counts
+    # from the Job's creation, and the old key is dropped rather than failing the triggerer.
+    kwargs = TriggerArgs(RunRef("j", "ns", "j-results", {"a": "b"}), WatchLimits(1.0)).to_kwargs()
+    kwargs["limits"]["execution_deadline"] = 1_790_003_600.0
+    assert TriggerArgs.from_kwargs(kwargs).limits == WatchLimits(startup_timeout=1.0)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar, Final, Literal, get_args
@@ -50,6 +49,10 @@ RESUMABLE_COMMANDS: Final = frozenset({"build", "run", "test", "seed", "snapshot
 ABANDONED: Final = frozenset({"startup_timeout", "execution_timeout", "image_invalid"})
 SENSITIVE_NAME_PARTS: Final = ("PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "PASS")
 EXECUTION_MARGIN: Final = 10.0
+# How long a deferred run may wait with neither execution_timeout nor active_deadline_seconds set,
+# and the slack past the trigger's own deadlines before Airflow's deferral timeout fires.
+MAX_DEFERRAL: Final = timedelta(days=7)
+DEFER_MARGIN: Final = timedelta(minutes=10)
 
 
 class DbtJobOperator(BaseOperator):
@@ -188,13 +191,16 @@ class DbtJobOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         """Validate, create or adopt this try's Job, then wait for it (here or deferred)."""
         identity = self._identity(context)
-        started = time.time()
         launched, spec = self._run_async(self._launch(self._spec_values(), identity))
         self._running = (launched.run.job_name, launched.run.namespace)
         self._announce(context, launched)
-        args = self._trigger_args(spec, launched.identity, launched.run.job_name, started)
+        args = self._trigger_args(spec, launched.identity, launched.run.job_name)
         if self.deferrable:
-            self.defer(trigger=DbtJobTrigger(**args.to_kwargs()), method_name="execute_complete")
+            self.defer(
+                trigger=DbtJobTrigger(**args.to_kwargs()),
+                method_name="execute_complete",
+                timeout=self._deferral_timeout(spec),
+            )
         event = self._run_async(self._wait_here(args))
         return self.execute_complete(context, event)
 
@@ -228,13 +234,11 @@ class DbtJobOperator(BaseOperator):
         ti.xcom_push(key="namespace", value=namespace)
         ti.xcom_push(key="kubectl", value=kubectl)
 
-    def _trigger_args(
-        self, spec: DbtRunSpec, identity: RunIdentity, job_name: str, started: float
-    ) -> TriggerArgs:
-        execution_deadline = None
+    def _trigger_args(self, spec: DbtRunSpec, identity: RunIdentity, job_name: str) -> TriggerArgs:
+        execution_timeout = None
         if isinstance(self.execution_timeout, timedelta):
             seconds = self.execution_timeout.total_seconds()
-            execution_deadline = started + max(1.0, seconds - EXECUTION_MARGIN)
+            execution_timeout = max(1.0, seconds - EXECUTION_MARGIN)
         return TriggerArgs(
             run=RunRef(
                 job_name=job_name,
@@ -244,7 +248,7 @@ class DbtJobOperator(BaseOperator):
             ),
             limits=WatchLimits(
                 startup_timeout=self.startup_timeout,
-                execution_deadline=execution_deadline,
+                execution_timeout=execution_timeout,
                 results_timeout=self.results_timeout,
                 log_tail_lines=self.log_tail_lines,
             ),
@@ -253,11 +257,25 @@ class DbtJobOperator(BaseOperator):
             retry=self.api_retry_policy,
         )
 
+    def _deferral_timeout(self, spec: DbtRunSpec) -> timedelta:
+        """The last line of defence: Airflow fails the task if the trigger is still waiting then.
+
+        The trigger ends every run itself, at its deadlines or when its Job ends, so this only
+        fires if something no test foresaw keeps it waiting.
+        """
+        budget = MAX_DEFERRAL
+        if isinstance(self.execution_timeout, timedelta):
+            budget = self.execution_timeout
+        elif spec.active_deadline_seconds is not None:
+            budget = timedelta(seconds=spec.active_deadline_seconds)
+        return (
+            budget + timedelta(seconds=self.startup_timeout + self.results_timeout) + DEFER_MARGIN
+        )
+
     async def _wait_here(self, args: TriggerArgs) -> RunEvent:
-        async with self.connection.async_hook().get_conn() as api_client:
-            client = RunClient(api_client, args.retry)
+        async with args.connection.informer(args.run.namespace, args.retry) as informer:
             result = await watch_run(
-                client,
+                informer,
                 args.run,
                 args.limits,
                 on_log=lambda line: self.log.info("[dbt] %s", line),

@@ -1,9 +1,11 @@
 """DbtJobTrigger: watches one run from the triggerer and yields one typed event.
 
 Its arguments live in a frozen dataclass, TriggerArgs; serialize() is derived from it, so what the
-operator hands over and what the triggerer rebuilds cannot drift apart. It opens one API client per
-run (through the cncf-kubernetes connection), watches rather than polls, classifies the outcome
-itself and sends back only what the worker needs: the outcome, the summary and the log tail.
+operator hands over and what the triggerer rebuilds cannot drift apart. Every trigger of one
+connection and namespace in a triggerer shares one informer (kubedbt.io.informer: one list+watch
+of kubedbt's Jobs, pods and ConfigMaps, one API client), so a thousand waiting runs cost three
+streams. It classifies the outcome itself and sends back only what the worker needs: the
+outcome, the summary and the log tail.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +23,7 @@ from asgiref.sync import sync_to_async
 
 from kubedbt.airflow.events import RunEvent, error_event, run_event
 from kubedbt.core.classify import classify
+from kubedbt.io.informer import NamespaceInformer, shared_informer
 from kubedbt.io.kube import RunClient
 from kubedbt.io.retry import RetryPolicy
 from kubedbt.io.watch import RunRef, WatchLimits, watch_run
@@ -49,6 +53,15 @@ class ConnectionArgs:
             connection_extras=extras,
         )
 
+    def informer(
+        self, namespace: str, policy: RetryPolicy
+    ) -> AbstractAsyncContextManager[NamespaceInformer]:
+        """The shared informer of this process for `namespace` on this connection.
+
+        Each (re)connection builds a fresh hook, so a 401 reloads the credentials.
+        """
+        return shared_informer(self, namespace, lambda: self.async_hook().get_conn(), policy=policy)
+
 
 @dataclass(frozen=True)
 class TriggerArgs:
@@ -66,10 +79,11 @@ class TriggerArgs:
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> TriggerArgs:
-        """The inverse of to_kwargs."""
+        """The inverse of to_kwargs (limits a newer kubedbt dropped are ignored)."""
+        known = {f.name for f in dataclasses.fields(WatchLimits)}
         return cls(
             run=RunRef(**kwargs["run"]),
-            limits=WatchLimits(**kwargs["limits"]),
+            limits=WatchLimits(**{k: v for k, v in kwargs["limits"].items() if k in known}),
             memory_limit=kwargs.get("memory_limit"),
             connection=ConnectionArgs(**kwargs.get("connection", {})),
             retry=RetryPolicy(**kwargs.get("retry", {})),
@@ -96,10 +110,10 @@ class DbtJobTrigger(BaseTrigger):
         args, run = self.args, self.args.run
         event: RunEvent
         try:
-            async with self.hook.get_conn() as api_client:
-                client = RunClient(api_client, args.retry)
+            await self.hook.get_conn_extras()  # resolved now, so on_kill need not ask again
+            async with args.connection.informer(run.namespace, args.retry) as informer:
                 result = await watch_run(
-                    client, args.run, args.limits, memory_limit=args.memory_limit
+                    informer, args.run, args.limits, memory_limit=args.memory_limit
                 )
             event = run_event(run.job_name, run.namespace, classify(result.evidence), result)
         except Exception as e:  # the worker decides what to do; the triggerer must not crash

@@ -89,6 +89,10 @@ _CONNECTION = re.compile("|".join(CONNECTION_PATTERNS), re.IGNORECASE)
 _NOT_FOUND = re.compile(r"not found|manifest unknown|repository does not exist|404", re.IGNORECASE)
 
 
+# Deadlines the watch enforces itself (kubedbt.core.progress), ending the run before the Job.
+TimedOut = Literal["startup", "execution", "suspended", "terminating"]
+
+
 @dataclass(frozen=True)
 class Evidence:
     """Everything the classifier looks at, as the watcher collected it."""
@@ -96,7 +100,7 @@ class Evidence:
     job: Mapping[str, Any] | None = None
     pods: Sequence[Mapping[str, Any]] = ()
     results: RunResults | None = None
-    timed_out: Literal["startup", "execution"] | None = None
+    timed_out: TimedOut | None = None
     memory_limit: str | None = None
     job_deleted: bool = False
 
@@ -223,6 +227,16 @@ def _timed_out(which: str, pod: Mapping[str, Any] | None, dbt: Mapping[str, Any]
     if which == "execution":
         return _outcome(
             "execution_timeout", "the task's execution_timeout passed while dbt was running"
+        )
+    if which == "suspended":
+        return _outcome(
+            "startup_timeout", "the Job stayed suspended for longer than startup_timeout"
+        )
+    if which == "terminating":
+        name = ((pod or {}).get("metadata") or {}).get("name", "the pod")
+        return _outcome(
+            "disrupted",
+            f"{name} stayed terminating for longer than startup_timeout (its node may be gone)",
         )
     stuck = _unschedulable(pod)
     waiting = _waiting(dbt)

@@ -1,16 +1,20 @@
 """How a run progresses, decided purely from what the cluster recorded.
 
-The watch feeds what it observes (the run's Job and pods, as listed and as watch events) into a
-RunProgress and asks it, at a given time, whether the run is over and when to ask again. Nothing
-here reads a clock or the network, so the same observations always give the same decision.
+The watch feeds what it observes of one run (its Job, its pods and its results ConfigMap, as
+listed and as watch events) into a RunProgress and asks it, at a given time, whether the run is
+over and when to ask again. Nothing here reads a clock or the network, so the same observations
+always give the same decision.
 
-Two rules make the decision safe for a trigger that is rebuilt at any moment (a triggerer
+Three rules make the decision safe for a trigger that is rebuilt at any moment (a triggerer
 restart, a rolling deploy, a trigger handed to another triggerer):
-- Nothing is decided before the Job and its pods have been listed once: a deadline cannot fire
-  on a state nobody has read yet.
-- The startup deadline is a duration counted from timestamps the cluster records (the creation of
-  the Job and of its newest pod), not from the moment some worker or triggerer happened to start.
-  A trigger rebuilt an hour into a healthy run sees dbt running and keeps waiting.
+- Nothing is decided before the Job, its pods and its ConfigMap have been listed once: a deadline
+  cannot fire on a state nobody has read yet.
+- Every deadline is a duration counted from a timestamp the cluster records (the creation of the
+  Job and of its newest pod, the time a condition turned true, a pod's deletionTimestamp), never
+  from the moment some worker or triggerer happened to start. A trigger rebuilt an hour into a
+  healthy run sees dbt running and keeps waiting.
+- The Job's own conditions are authoritative for the end. Once it has ended, the results upload
+  is waited for (bounded by results_timeout after the Job's end) and nothing else.
 """
 
 from __future__ import annotations
@@ -21,9 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from kubedbt.core.classify import DBT_CONTAINER, container_status, latest_pod
+from kubedbt.core.results import UPLOAD_STATUS
 
 JSON = dict[str, Any]
-Ending = Literal["finished", "cannot_start", "job_deleted", "startup", "execution"]
+Kind = Literal["job", "pod", "configmap"]
+Ending = Literal[
+    "finished", "cannot_start", "job_deleted", "startup", "execution", "suspended", "terminating"
+]
 # Waiting reasons no amount of waiting fixes: the run ends at once instead of at startup_timeout.
 HOPELESS_WAITING: Final = frozenset({"InvalidImageName", "ErrImageNeverPull"})
 
@@ -41,40 +49,57 @@ WAIT: Final = Decision(None)
 
 @dataclass
 class RunProgress:
-    """What has been observed of one run, and the limits it runs under."""
+    """What has been observed of one run, and the limits it runs under.
+
+    startup_timeout: seconds dbt may take to start, from the Job's or newest pod's creation; also
+    how long a Job may stay suspended or its pod stuck terminating. execution_timeout: seconds the
+    run may take from its Job's creation. results_timeout: seconds to wait after the Job's end for
+    the sidecar's upload to be marked.
+    """
 
     startup_timeout: float
-    execution_deadline: float | None = None
+    execution_timeout: float | None = None
+    results_timeout: float = 60.0
     job: JSON | None = None
     pods: dict[str, JSON] = field(default_factory=dict)
-    job_listed: bool = False
-    pods_listed: bool = False
+    upload_status: str | None = None  # None: no results ConfigMap seen
+    listed_kinds: set[Kind] = field(default_factory=set)
     job_deleted: bool = False
 
     # --- observations ---
 
-    def listed(self, kind: Literal["job", "pod"], items: Iterable[JSON]) -> None:
-        """A full list of the run's Jobs (by name) or pods (by selector)."""
+    def listed(self, kind: Kind, items: Iterable[JSON]) -> None:
+        """A full list of the run's objects of one kind."""
         items = list(items)
+        self.listed_kinds.add(kind)
         if kind == "job":
-            self.job_listed = True
             if items:
                 self.job = items[0]
             else:  # listed and absent: deleted (a relist after 410 can find it gone too)
                 self.job_deleted = True
-        else:
-            self.pods_listed = True
+        elif kind == "pod":
             for pod in items:  # pods missing from the list keep their last state as evidence
                 self.pods[pod["metadata"]["name"]] = pod
+        else:
+            self.upload_status = _upload_status(items[0]) if items else None
 
-    def changed(self, kind: Literal["job", "pod"], event_type: str, obj: JSON) -> None:
-        """One watch event (ADDED, MODIFIED or DELETED) of the Job or one of its pods."""
+    def changed(self, kind: Kind, event_type: str, obj: JSON) -> None:
+        """One watch event (ADDED, MODIFIED or DELETED) of the run's Job, pod or ConfigMap."""
         if kind == "job":
             self.job = obj
             if event_type == "DELETED":
                 self.job_deleted = True
-        else:
+        elif kind == "pod":
             self.pods[obj["metadata"]["name"]] = obj  # a DELETED pod keeps its last state
+        else:
+            self.upload_status = None if event_type == "DELETED" else _upload_status(obj)
+
+    def observe(self, kind: Kind, event_type: str, payload: Any) -> None:
+        """A list ("LIST", the objects) or a watch event (its type, the object)."""
+        if event_type == "LIST":
+            self.listed(kind, payload)
+        else:
+            self.changed(kind, event_type, payload)
 
     # --- facts derived from the observations ---
 
@@ -98,42 +123,84 @@ class RunProgress:
         """When dbt must have started in the newest pod; None once it has (or no Job is known)."""
         if self.dbt_started or self.job is None:
             return None
-        created = [_timestamp(self.job)]
+        created = [timestamp(self.job, "creationTimestamp")]
         if self.newest_pod is not None:
-            created.append(_timestamp(self.newest_pod))
+            created.append(timestamp(self.newest_pod, "creationTimestamp"))
         known = [t for t in created if t is not None]
         return max(known) + self.startup_timeout if known else None
+
+    def deadlines(self) -> list[tuple[float, Ending]]:
+        """Every deadline that applies to the run as observed, with the ending it brings."""
+        found: list[tuple[float, Ending]] = []
+        created = timestamp(self.job, "creationTimestamp") if self.job else None
+        if self.execution_timeout is not None and created is not None:
+            found.append((created + self.execution_timeout, "execution"))
+        suspended = condition_since(self.job, "Suspended")
+        if suspended is not None:
+            found.append((suspended + self.startup_timeout, "suspended"))
+        else:
+            startup = self.startup_deadline()
+            if startup is not None:
+                found.append((startup, "startup"))
+        terminating = timestamp(self.newest_pod, "deletionTimestamp")
+        if terminating is not None and not _pod_done(self.newest_pod):
+            found.append((terminating + self.startup_timeout, "terminating"))
+        return found
 
     # --- the decision ---
 
     def decide(self, now: float) -> Decision:
         """Whether the run is over at `now`, and if not, when a deadline next falls due."""
-        if not (self.job_listed and self.pods_listed):
+        if not {"job", "pod", "configmap"} <= self.listed_kinds:
             return WAIT
         if self.job is not None and job_finished(self.job):
-            return Decision("finished")
+            return self._results_wait(now)
         if self.job_deleted:
             return Decision("job_deleted")
         if _waiting_reason(self.newest_pod) in HOPELESS_WAITING:
             return Decision("cannot_start")
-        deadlines: list[tuple[float, Ending]] = []
-        if self.execution_deadline is not None:
-            deadlines.append((self.execution_deadline, "execution"))
-        startup = self.startup_deadline()
-        if startup is not None:
-            deadlines.append((startup, "startup"))
+        deadlines = self.deadlines()
         if not deadlines:
             return WAIT
         due, which = min(deadlines)
         return Decision(which) if now >= due else Decision(None, wake_at=due)
 
+    def _results_wait(self, now: float) -> Decision:
+        """A finished Job: over once its upload is marked, or results_timeout after its end."""
+        if self.upload_status != "pending":
+            return Decision("finished")
+        ended = job_end(self.job) if self.job is not None else None
+        if ended is None:
+            return Decision("finished")
+        due = ended + self.results_timeout
+        return Decision("finished") if now >= due else Decision(None, wake_at=due)
+
 
 def job_finished(job: Mapping[str, Any]) -> bool:
     """Whether the Job has a true Complete or Failed condition."""
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
-            return True
-    return False
+    return _condition_true(job, "Complete") or _condition_true(job, "Failed")
+
+
+def job_end(job: Mapping[str, Any]) -> float | None:
+    """When the Job's Complete or Failed condition turned true, if it has."""
+    for kind in ("Complete", "Failed"):
+        since = condition_since(job, kind)
+        if since is not None:
+            return since
+    return None
+
+
+def _condition_true(obj: Mapping[str, Any] | None, kind: str) -> bool:
+    conditions = ((obj or {}).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
+
+
+def condition_since(obj: Mapping[str, Any] | None, kind: str) -> float | None:
+    """When a true condition of type `kind` last turned true (None if not true or no time)."""
+    for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return _parse(condition.get("lastTransitionTime"))
+    return None
 
 
 def _dbt_state(pod: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -148,14 +215,27 @@ def dbt_started_in(pod: Mapping[str, Any] | None) -> bool:
     return "running" in state or "terminated" in state
 
 
+def _pod_done(pod: Mapping[str, Any] | None) -> bool:
+    return ((pod or {}).get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
 def _waiting_reason(pod: Mapping[str, Any] | None) -> str | None:
     reason = (_dbt_state(pod).get("waiting") or {}).get("reason")
     return str(reason) if reason else None
 
 
-def _timestamp(obj: Mapping[str, Any]) -> float | None:
-    """metadata.creationTimestamp as epoch seconds (watch events say Z, client reads +00:00)."""
-    text = (obj.get("metadata") or {}).get("creationTimestamp")
+def _upload_status(configmap: Mapping[str, Any]) -> str:
+    annotations = (configmap.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(UPLOAD_STATUS, "pending"))
+
+
+def timestamp(obj: Mapping[str, Any] | None, key: str) -> float | None:
+    """A metadata timestamp (creationTimestamp, deletionTimestamp) as epoch seconds."""
+    return _parse(((obj or {}).get("metadata") or {}).get(key))
+
+
+def _parse(text: Any) -> float | None:
+    """An API timestamp as epoch seconds (watch events say Z, client reads +00:00)."""
     if not text:
         return None
     parsed = datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00"))

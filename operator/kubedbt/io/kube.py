@@ -10,14 +10,16 @@ half-created run is left behind.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes_asyncio import client, watch
+from kubernetes_asyncio import client
 
 from kubedbt.core import naming
 from kubedbt.core.errors import RetryableError, TerminalError
@@ -34,6 +36,8 @@ JSON = dict[str, Any]
 # may be silent for as long as a model runs, and is cancelled when the run ends.
 CONNECT_TIMEOUT = 10.0
 WATCH_READ_MARGIN = 30.0
+# Probe an idle stream after 30 s, every 10 s, and give up after 3 unanswered probes.
+KEEPALIVE_OPTIONS = (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
 
 
 @dataclass(frozen=True)
@@ -261,6 +265,8 @@ class RunClient:
             _preload_content=False,
             _request_timeout=(CONNECT_TIMEOUT, None),
         )
+        _raise_for_status(response)
+        _keep_alive(response)
         try:
             async for raw in response.content:
                 yield raw.decode("utf-8", errors="replace").rstrip("\n")
@@ -276,19 +282,57 @@ class RunClient:
         timeout_seconds: int,
         **selectors: str,
     ) -> AsyncIterator[tuple[str, JSON]]:
-        """Events of one watch request: (type, object as JSON), ending at the server timeout."""
-        stream = watch.Watch()
-        async with stream:
-            async for event in stream.stream(
-                method,
-                namespace,
-                resource_version=resource_version,
-                timeout_seconds=timeout_seconds,
-                allow_watch_bookmarks=True,
-                _request_timeout=(CONNECT_TIMEOUT, timeout_seconds + WATCH_READ_MARGIN),
-                **selectors,
-            ):
-                yield event["type"], event["raw_object"]
+        """Events of one watch request: (type, object as JSON), ending at the server timeout.
+
+        The stream is read as JSON lines, without building client models: a watch of every
+        kubedbt object in a namespace must stay cheap. An ERROR event (410 Gone, mostly) is
+        raised as the ApiException a failed request would have been.
+        """
+        response = await method(
+            namespace,
+            watch=True,
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
+            allow_watch_bookmarks=True,
+            _preload_content=False,
+            _request_timeout=(CONNECT_TIMEOUT, timeout_seconds + WATCH_READ_MARGIN),
+            **selectors,
+        )
+        _raise_for_status(response)
+        _keep_alive(response)
+        try:
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") in ("ERROR", None):  # a Status: 410 Gone, mostly
+                    status = event.get("object") or event
+                    raise client.ApiException(
+                        status=status.get("code"), reason=status.get("reason")
+                    )
+                yield event["type"], event["object"]
+        finally:
+            response.release()
+
+
+def _raise_for_status(response: Any) -> None:
+    """A stream's response that is not a 2xx, raised as the ApiException it would have been."""
+    if not 200 <= response.status < 300:
+        response.release()
+        raise client.ApiException(status=response.status, reason=response.reason)
+
+
+def _keep_alive(response: Any) -> None:
+    """TCP keepalive on a stream's socket, so a dead peer is noticed between events."""
+    connection = getattr(response, "connection", None)
+    transport = getattr(connection, "transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in KEEPALIVE_OPTIONS:
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def label_selector(labels: Mapping[str, str]) -> str:

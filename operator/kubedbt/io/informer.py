@@ -1,0 +1,399 @@
+"""One list+watch per resource kind and namespace, shared by every run a process waits on.
+
+client-go's informer is the model. A NamespaceInformer lists kubedbt's Jobs, pods and results
+ConfigMaps of one namespace (one label selector for all three), keeps a cache of them, and then
+watches each kind from the list's resourceVersion, with bookmarks, for a few minutes at a time,
+resuming from the last version it saw. A 410 Gone (the version was compacted away) relists.
+Each run subscribes by its Job's name and gets, in order, a snapshot of its objects after every
+(re)list and then every event of them; a thousand waiting runs cost three streams, not two
+thousand.
+
+The informer holds one API client for all of it. Streams get a connect and a read timeout and
+TCP keepalive, never a total timeout. A 401 (an exec-plugin or projected token that expired, a
+rotated kubeconfig) opens a fresh client through `connect`, which reloads the credentials; it
+never ends a run. Any other error the retry policy calls retryable is retried with a backoff that
+resets as soon as events flow again; one it does not (a 403: RBAC is missing) fails every
+subscription with that error.
+
+`shared_informer` hands out one informer per (connection, namespace, event loop), started by its
+first user and stopped with its last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass
+from typing import Any, Final
+
+from kubernetes_asyncio.client import ApiClient, ApiException
+
+from kubedbt.core.naming import APP_NAME, INSTANCE_LABEL
+from kubedbt.core.progress import Kind
+from kubedbt.io.kube import JSON, RunClient
+from kubedbt.io.retry import DEFAULT_POLICY, RetryPolicy, is_retryable, status_of
+
+log = logging.getLogger(__name__)
+
+Connect = Callable[[], AbstractAsyncContextManager[ApiClient]]
+# What a subscription yields: (kind, "LIST", [the run's objects]) after each (re)list, then
+# (kind, ADDED | MODIFIED | DELETED, object) for each event of one of the run's objects.
+Observation = tuple[Kind, str, Any]
+KINDS: Final[tuple[Kind, ...]] = ("job", "pod", "configmap")
+SELECTOR: Final = f"app.kubernetes.io/name={APP_NAME},{INSTANCE_LABEL}"
+# What the cache keeps of a ConfigMap: enough to know whose it is and whether it is uploaded. The
+# data (up to 1 MiB each) is read once, by the run that needs it.
+_CONFIGMAP_METADATA: Final = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "labels",
+    "annotations",
+)
+
+
+@dataclass(frozen=True)
+class InformerOptions:
+    """Tuning: each watch asks the server to end it after a random time in `watch_seconds`."""
+
+    watch_seconds: tuple[int, int] = (300, 600)
+    backoff_max: float = 30.0
+    reconnect_attempts: int = 3
+
+
+@dataclass
+class InformerStats:
+    """What the informer did, for logs, tests and the benchmark."""
+
+    lists: int = 0
+    relists_gone: int = 0
+    watch_errors: int = 0
+    reconnects: int = 0
+    events: int = 0
+
+
+class Subscription:
+    """The observations of one run, in order.
+
+    Trouble with the shared streams is told to every subscription too, and logged by whoever
+    consumes it: a run's log then says when its watch was interrupted, whichever run happened to
+    start the informer.
+    """
+
+    def __init__(self, informer: NamespaceInformer, name: str) -> None:
+        self.informer = informer
+        self.name = name
+        self.queue: asyncio.Queue[Observation | str] = asyncio.Queue()
+
+    async def next(self, timeout: float | None) -> Observation | None:
+        """The next observation, or None when `timeout` seconds pass without one.
+
+        Raises the informer's error if it gave up (a terminal API error).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            item = await self._get(None if deadline is None else deadline - loop.time())
+            if not isinstance(item, str):
+                return item
+            log.warning("%s", item)
+
+    async def _get(self, timeout: float | None) -> Observation | str | None:
+        if not self.queue.empty():
+            return self.queue.get_nowait()
+        self.informer.raise_failure()
+        if timeout is not None and timeout <= 0:
+            return None
+        getter = asyncio.ensure_future(self.queue.get())
+        failed = asyncio.ensure_future(self.informer.failed.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {getter, failed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in (getter, failed):
+                waiter.cancel()
+        if getter in done:
+            return getter.result()
+        self.informer.raise_failure()
+        return None
+
+
+class NamespaceInformer:
+    """Cached, watched kubedbt Jobs, pods and results ConfigMaps of one namespace."""
+
+    def __init__(
+        self,
+        connect: Connect,
+        namespace: str,
+        *,
+        policy: RetryPolicy = DEFAULT_POLICY,
+        options: InformerOptions | None = None,
+    ) -> None:
+        self.connect = connect
+        self.namespace = namespace
+        self.policy = policy
+        self.options = options or InformerOptions()
+        self.stats = InformerStats()
+        self.failed = asyncio.Event()
+        self.failure: BaseException | None = None
+        self._cache: dict[Kind, dict[str, JSON]] = {kind: {} for kind in KINDS}
+        self._synced: set[Kind] = set()
+        self._subscribers: dict[str, set[Subscription]] = {}
+        self._exit = AsyncExitStack()
+        self._client: RunClient | None = None
+        self._generation = 0
+        self._unauthorized = 0  # 401s in a row, reset once a request succeeds
+        self._reconnecting = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        """Open the API client and start the three list+watch loops."""
+        await self._open()
+        # In a context of their own: the informer belongs to the process, not to whichever run
+        # started it (the triggerer routes a task's logging by context).
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            contextvars.Context().run(loop.create_task, self._reflect(kind)) for kind in KINDS
+        ]
+
+    async def stop(self) -> None:
+        """Stop the loops and close the client."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._exit.aclose()
+
+    @property
+    def client(self) -> RunClient:
+        """A RunClient over the informer's current API client, for a run's one-off reads."""
+        if self._client is None:
+            raise RuntimeError("the informer is not started")
+        return self._client
+
+    def raise_failure(self) -> None:
+        """Raise the error the informer gave up on, if it did."""
+        if self.failure is not None:
+            raise self.failure
+
+    # --- subscriptions ---
+
+    @contextlib.contextmanager
+    def subscribe(self, name: str) -> Iterator[Subscription]:
+        """Observe the run whose Job is `name`: a snapshot of each kind listed, then events."""
+        subscription = Subscription(self, name)
+        for kind in self._synced:
+            subscription.queue.put_nowait((kind, "LIST", self._objects_of(kind, name)))
+        self._subscribers.setdefault(name, set()).add(subscription)
+        try:
+            yield subscription
+        finally:
+            subscribers = self._subscribers.get(name, set())
+            subscribers.discard(subscription)
+            if not subscribers:
+                self._subscribers.pop(name, None)
+
+    def _objects_of(self, kind: Kind, name: str) -> list[JSON]:
+        return [obj for obj in self._cache[kind].values() if _run_of(obj) == name]
+
+    def _publish(self, kind: Kind, event_type: str, obj: JSON) -> None:
+        for subscription in self._subscribers.get(_run_of(obj) or "", ()):
+            subscription.queue.put_nowait((kind, event_type, obj))
+
+    # --- the list+watch loop of one kind ---
+
+    async def _reflect(self, kind: Kind) -> None:
+        version: str | None = None
+        failures = 0
+        loop = asyncio.get_running_loop()
+        # Bounded by stop(): the informer's last user cancels this task.
+        while True:
+            generation = self._generation
+            try:
+                if version is None:
+                    version = await self._list(kind)
+                    failures = self._unauthorized = 0
+                opened = loop.time()
+                async for event_type, obj in self._watch(kind, version):
+                    version = obj["metadata"]["resourceVersion"]
+                    failures = self._unauthorized = 0  # the stream works: errors start afresh
+                    if event_type != "BOOKMARK":
+                        self._apply(kind, event_type, obj)
+                if loop.time() - opened >= 1.0:
+                    continue  # the server ended the watch on time: resume from `version`
+                raise ConnectionError("the watch ended as soon as it started")
+            except ApiException as e:
+                if e.status == 410:  # our version was compacted away: start over from a list
+                    self.stats.relists_gone += 1
+                    log.info("%ss in %s: resourceVersion too old, relisting", kind, self.namespace)
+                    version = None
+                    continue
+                if e.status == 401 and await self._reconnect(generation):
+                    continue
+                error: BaseException = e
+            except Exception as e:
+                error = e
+            if generation != self._generation:
+                continue  # the client was replaced under this request (after a 401): go again
+            if not is_retryable(error):
+                self._fail(error)
+                return
+            failures += 1
+            self.stats.watch_errors += 1
+            delay = min(self.options.backoff_max, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
+            self._tell_everyone(
+                f"watching {kind}s in {self.namespace} failed ({_describe(error)}); "
+                f"retrying in {delay:.1f}s ({failures} in a row)"
+            )
+            await asyncio.sleep(delay)
+
+    async def _list(self, kind: Kind) -> str:
+        items, version = await self.client.list_objects(
+            self._method(kind), self.namespace, label_selector=SELECTOR
+        )
+        self.stats.lists += 1
+        self._cache[kind] = {item["metadata"]["name"]: _trimmed(kind, item) for item in items}
+        self._synced.add(kind)
+        for name, subscriptions in self._subscribers.items():
+            objects = [obj for obj in items if _run_of(obj) == name]
+            for subscription in subscriptions:
+                subscription.queue.put_nowait((kind, "LIST", objects))
+        return version
+
+    def _watch(self, kind: Kind, version: str) -> AsyncIterator[tuple[str, JSON]]:
+        low, high = self.options.watch_seconds
+        return self.client.watch(
+            self._method(kind),
+            self.namespace,
+            resource_version=version,
+            timeout_seconds=random.randint(low, high),
+            label_selector=SELECTOR,
+        )
+
+    def _apply(self, kind: Kind, event_type: str, obj: JSON) -> None:
+        self.stats.events += 1
+        name = obj["metadata"]["name"]
+        if event_type == "DELETED":
+            self._cache[kind].pop(name, None)
+        else:
+            self._cache[kind][name] = _trimmed(kind, obj)
+        self._publish(kind, event_type, obj)
+
+    def _method(self, kind: Kind) -> Any:
+        runs = self.client
+        return {
+            "job": runs.batch.list_namespaced_job,
+            "pod": runs.core.list_namespaced_pod,
+            "configmap": runs.core.list_namespaced_config_map,
+        }[kind]
+
+    # --- the client and its credentials ---
+
+    async def _open(self) -> None:
+        api_client = await self._exit.enter_async_context(self.connect())
+        self._client = RunClient(api_client, self.policy)
+
+    async def _reconnect(self, generation: int) -> bool:
+        """Reload credentials with a fresh client after a 401; False once that keeps failing."""
+        async with self._reconnecting:
+            if generation != self._generation:
+                return True  # another loop reconnected already
+            if self._unauthorized >= self.options.reconnect_attempts:
+                return False  # fresh credentials are refused too: give up
+            if self._unauthorized:
+                await asyncio.sleep(min(10.0, 2.0**self._unauthorized))
+            self._unauthorized += 1
+            self.stats.reconnects += 1
+            log.info("the API server said 401 in %s: reloading credentials", self.namespace)
+            old, self._exit = self._exit, AsyncExitStack()
+            try:
+                await self._open()
+            finally:
+                await old.aclose()
+            self._generation += 1
+            return True
+
+    def _tell_everyone(self, notice: str) -> None:
+        log.info("%s", notice)
+        for subscriptions in self._subscribers.values():
+            for subscription in subscriptions:
+                subscription.queue.put_nowait(notice)
+
+    def _fail(self, error: BaseException) -> None:
+        log.error("watching kubedbt objects in %s failed: %s", self.namespace, _describe(error))
+        self.failure = error
+        self.failed.set()
+
+
+def _run_of(obj: JSON) -> str | None:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    value = labels.get(INSTANCE_LABEL)
+    return str(value) if value is not None else None
+
+
+def _trimmed(kind: Kind, obj: JSON) -> JSON:
+    """What the cache keeps: no managedFields, and only the metadata of a ConfigMap."""
+    metadata = dict(obj.get("metadata") or {})
+    metadata.pop("managedFields", None)
+    if kind == "configmap":
+        return {"metadata": {key: metadata[key] for key in _CONFIGMAP_METADATA if key in metadata}}
+    return {**obj, "metadata": metadata}
+
+
+def _describe(error: BaseException) -> str:
+    status = status_of(error)
+    if status is not None:
+        return f"{status} {getattr(error, 'reason', '')}".strip()
+    return f"{type(error).__name__}: {error}"
+
+
+# --- one informer per connection and namespace, shared ---
+
+
+@dataclass
+class _Shared:
+    informer: NamespaceInformer
+    started: asyncio.Future[None]
+    users: int = 0
+
+
+_SHARED: dict[tuple[Hashable, str, int], _Shared] = {}
+
+
+@contextlib.asynccontextmanager
+async def shared_informer(
+    key: Hashable,
+    namespace: str,
+    connect: Connect,
+    *,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    options: InformerOptions | None = None,
+) -> AsyncIterator[NamespaceInformer]:
+    """The process's informer for (`key`, `namespace`), started by its first user.
+
+    It stops with its last user. `key` names the cluster connection; `connect` opens a client.
+    """
+    slot = (key, namespace, id(asyncio.get_running_loop()))
+    shared = _SHARED.get(slot)
+    if shared is None:
+        informer = NamespaceInformer(connect, namespace, policy=policy, options=options)
+        shared = _SHARED[slot] = _Shared(informer, asyncio.ensure_future(informer.start()))
+    shared.users += 1
+    try:
+        await asyncio.shield(shared.started)
+        yield shared.informer
+    finally:
+        shared.users -= 1
+        if shared.users == 0:
+            if _SHARED.get(slot) is shared:
+                del _SHARED[slot]
+            shared.started.cancel()  # the last user may leave while it is still starting
+            await shared.informer.stop()
