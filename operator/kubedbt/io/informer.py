@@ -65,6 +65,9 @@ class InformerOptions:
     watch_seconds: tuple[int, int] = (300, 600)
     backoff_max: float = 30.0
     reconnect_attempts: int = 3
+    # How long a refusal (403, 404...) is retried before it fails every run of the namespace: an
+    # API server that has just restarted refuses requests until its RBAC caches have synced.
+    refusal_grace: float = 60.0
 
 
 @dataclass
@@ -143,7 +146,8 @@ class NamespaceInformer:
         self.stats = InformerStats()
         self.failed = asyncio.Event()
         self.failure: BaseException | None = None
-        self._cache: dict[Kind, dict[str, JSON]] = {kind: {} for kind in KINDS}
+        # kind -> run (its Job's name) -> object name -> object
+        self._cache: dict[Kind, dict[str, dict[str, JSON]]] = {kind: {} for kind in KINDS}
         self._synced: set[Kind] = set()
         self._subscribers: dict[str, set[Subscription]] = {}
         self._exit = AsyncExitStack()
@@ -191,7 +195,8 @@ class NamespaceInformer:
         """Observe the run whose Job is `name`: a snapshot of each kind listed, then events."""
         subscription = Subscription(self, name)
         for kind in self._synced:
-            subscription.queue.put_nowait((kind, "LIST", self._objects_of(kind, name)))
+            objects = list(self._cache[kind].get(name, {}).values())
+            subscription.queue.put_nowait((kind, "LIST", objects))
         self._subscribers.setdefault(name, set()).add(subscription)
         try:
             yield subscription
@@ -201,18 +206,18 @@ class NamespaceInformer:
             if not subscribers:
                 self._subscribers.pop(name, None)
 
-    def _objects_of(self, kind: Kind, name: str) -> list[JSON]:
-        return [obj for obj in self._cache[kind].values() if _run_of(obj) == name]
-
-    def _publish(self, kind: Kind, event_type: str, obj: JSON) -> None:
-        for subscription in self._subscribers.get(_run_of(obj) or "", ()):
-            subscription.queue.put_nowait((kind, event_type, obj))
-
     # --- the list+watch loop of one kind ---
 
     async def _reflect(self, kind: Kind) -> None:
+        try:
+            await self._list_and_watch(kind)
+        except Exception as e:  # never die silently: every run of the namespace would wait on
+            self._fail(e)
+
+    async def _list_and_watch(self, kind: Kind) -> None:
         version: str | None = None
         failures = 0
+        refused_since: float | None = None
         loop = asyncio.get_running_loop()
         # Bounded by stop(): the informer's last user cancels this task.
         while True:
@@ -221,10 +226,12 @@ class NamespaceInformer:
                 if version is None:
                     version = await self._list(kind)
                     failures = self._unauthorized = 0
+                    refused_since = None
                 opened = loop.time()
                 async for event_type, obj in self._watch(kind, version):
                     version = obj["metadata"]["resourceVersion"]
                     failures = self._unauthorized = 0  # the stream works: errors start afresh
+                    refused_since = None
                     if event_type != "BOOKMARK":
                         self._apply(kind, event_type, obj)
                 if loop.time() - opened >= 1.0:
@@ -244,8 +251,10 @@ class NamespaceInformer:
             if generation != self._generation:
                 continue  # the client was replaced under this request (after a 401): go again
             if not is_retryable(error):
-                self._fail(error)
-                return
+                refused_since = loop.time() if refused_since is None else refused_since
+                if loop.time() - refused_since >= self.options.refusal_grace:
+                    self._fail(error)
+                    return
             failures += 1
             self.stats.watch_errors += 1
             delay = min(self.options.backoff_max, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
@@ -260,12 +269,17 @@ class NamespaceInformer:
             self._method(kind), self.namespace, label_selector=SELECTOR
         )
         self.stats.lists += 1
-        self._cache[kind] = {item["metadata"]["name"]: _trimmed(kind, item) for item in items}
+        by_run: dict[str, list[JSON]] = {}
+        for item in items:
+            by_run.setdefault(_run_of(item) or "", []).append(item)
+        self._cache[kind] = {
+            run: {obj["metadata"]["name"]: _trimmed(kind, obj) for obj in objects}
+            for run, objects in by_run.items()
+        }
         self._synced.add(kind)
         for name, subscriptions in self._subscribers.items():
-            objects = [obj for obj in items if _run_of(obj) == name]
             for subscription in subscriptions:
-                subscription.queue.put_nowait((kind, "LIST", objects))
+                subscription.queue.put_nowait((kind, "LIST", by_run.get(name, [])))
         return version
 
     def _watch(self, kind: Kind, version: str) -> AsyncIterator[tuple[str, JSON]]:
@@ -280,12 +294,16 @@ class NamespaceInformer:
 
     def _apply(self, kind: Kind, event_type: str, obj: JSON) -> None:
         self.stats.events += 1
-        name = obj["metadata"]["name"]
+        run, name = _run_of(obj) or "", obj["metadata"]["name"]
+        objects = self._cache[kind].setdefault(run, {})
         if event_type == "DELETED":
-            self._cache[kind].pop(name, None)
+            objects.pop(name, None)
+            if not objects:
+                del self._cache[kind][run]
         else:
-            self._cache[kind][name] = _trimmed(kind, obj)
-        self._publish(kind, event_type, obj)
+            objects[name] = _trimmed(kind, obj)
+        for subscription in self._subscribers.get(run, ()):
+            subscription.queue.put_nowait((kind, event_type, obj))
 
     def _method(self, kind: Kind) -> Any:
         runs = self.client
@@ -316,6 +334,9 @@ class NamespaceInformer:
             old, self._exit = self._exit, AsyncExitStack()
             try:
                 await self._open()
+            except Exception as e:
+                log.error("could not reload the credentials for %s: %s", self.namespace, e)
+                return False
             finally:
                 await old.aclose()
             self._generation += 1
