@@ -36,8 +36,8 @@ dbt-venv: $(DBT_VENV)/.installed ## Create .venv-dbt with the dbt image's pinned
 
 .PHONY: lint
 lint: venv ## ruff, mypy --strict and the import-linter layer contracts
-	$(BIN)/ruff check operator tests examples
-	$(BIN)/ruff format --check operator tests examples
+	$(BIN)/ruff check operator tests examples bench
+	$(BIN)/ruff format --check operator tests examples bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	@# Collecting imports every test module, so one that needs the cluster breaks here, not later.
@@ -115,11 +115,23 @@ test-deployment: venv ## Fault tests on the real Airflow deployment (cluster up,
 	$(MAKE) airflow-up
 	KUBEDBT_REQUIRE_CLUSTER=1 $(BIN)/pytest tests/deployment --durations=0
 
+# --- the benchmark (bench/run.py): kubedbt's trigger against the cncf KubernetesJobTrigger ---
+RUNS ?= 1000
+
+.PHONY: bench
+bench: venv ## kubedbt vs cncf's KubernetesJobTrigger, RUNS waiting runs each on kwok (cluster up)
+	PYTHONPATH=. $(BIN)/python -m bench.run --runs $(RUNS)
+
+.PHONY: bench-smoke
+bench-smoke: venv ## The benchmark at 20 runs per system; fails unless every run is seen to succeed
+	PYTHONPATH=. $(BIN)/python -m bench.run --runs 20 --wait-seconds 30 --check
+
 .PHONY: test
 test: lint test-unit ## Everything CI runs: lint, unit, cluster, end-to-end and fault tests
 	$(MAKE) cluster-up
 	status=0; \
-	$(MAKE) images && $(MAKE) test-cluster && $(MAKE) test-e2e && $(MAKE) test-deployment \
+	$(MAKE) images && $(MAKE) test-cluster && $(MAKE) bench-smoke && $(MAKE) test-e2e \
+	  && $(MAKE) test-deployment \
 	  || status=$$?; \
 	$(MAKE) cluster-down; \
 	exit $$status

@@ -48,6 +48,10 @@ KINDS: Final[tuple[Kind, ...]] = ("job", "pod", "configmap")
 SELECTOR: Final = f"app.kubernetes.io/name={APP_NAME},{INSTANCE_LABEL}"
 # What the cache keeps of a ConfigMap: enough to know whose it is and whether it is uploaded. The
 # data (up to 1 MiB each) is read once, by the run that needs it.
+_SPEC_KEPT: Final[dict[Kind, tuple[str, ...]]] = {
+    "job": ("suspend", "activeDeadlineSeconds", "backoffLimit", "completions", "parallelism"),
+    "pod": ("nodeName",),
+}
 _CONFIGMAP_METADATA: Final = (
     "name",
     "namespace",
@@ -271,9 +275,9 @@ class NamespaceInformer:
         self.stats.lists += 1
         by_run: dict[str, list[JSON]] = {}
         for item in items:
-            by_run.setdefault(_run_of(item) or "", []).append(item)
+            by_run.setdefault(_run_of(item) or "", []).append(_trimmed(kind, item))
         self._cache[kind] = {
-            run: {obj["metadata"]["name"]: _trimmed(kind, obj) for obj in objects}
+            run: {obj["metadata"]["name"]: obj for obj in objects}
             for run, objects in by_run.items()
         }
         self._synced.add(kind)
@@ -294,6 +298,7 @@ class NamespaceInformer:
 
     def _apply(self, kind: Kind, event_type: str, obj: JSON) -> None:
         self.stats.events += 1
+        obj = _trimmed(kind, obj)  # one copy, shared by the cache and every subscription
         run, name = _run_of(obj) or "", obj["metadata"]["name"]
         objects = self._cache[kind].setdefault(run, {})
         if event_type == "DELETED":
@@ -301,7 +306,7 @@ class NamespaceInformer:
             if not objects:
                 del self._cache[kind][run]
         else:
-            objects[name] = _trimmed(kind, obj)
+            objects[name] = obj
         for subscription in self._subscribers.get(run, ()):
             subscription.queue.put_nowait((kind, event_type, obj))
 
@@ -361,12 +366,21 @@ def _run_of(obj: JSON) -> str | None:
 
 
 def _trimmed(kind: Kind, obj: JSON) -> JSON:
-    """What the cache keeps: no managedFields, and only the metadata of a ConfigMap."""
+    """What the informer keeps and hands on: what the decision reads, the metadata and status.
+
+    No managedFields, no pod or Job template (the bulk of each object), and only the metadata
+    of a ConfigMap: its data is read once, by the run that needs it, when the run has ended.
+    """
     metadata = dict(obj.get("metadata") or {})
     metadata.pop("managedFields", None)
     if kind == "configmap":
         return {"metadata": {key: metadata[key] for key in _CONFIGMAP_METADATA if key in metadata}}
-    return {**obj, "metadata": metadata}
+    spec = obj.get("spec") or {}
+    return {
+        "metadata": metadata,
+        "spec": {key: spec[key] for key in _SPEC_KEPT[kind] if key in spec},
+        "status": obj.get("status") or {},
+    }
 
 
 def _describe(error: BaseException) -> str:

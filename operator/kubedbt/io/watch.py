@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from kubedbt.core import results as results_codec
 from kubedbt.core.classify import DBT_CONTAINER, Evidence, TimedOut
@@ -29,6 +29,7 @@ from kubedbt.io.informer import NamespaceInformer, Subscription
 from kubedbt.io.kube import JSON, RunClient
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -95,18 +96,25 @@ async def watch_run(
     finally:
         await logs.stop()
     client = informer.client
-    run_results = None
-    if ending == "finished":
-        # The Job's condition can arrive before the pod's last update: read the pods once more.
-        pods, _ = await client.list_pods(run.namespace, run.selector)
-        progress.listed("pod", pods)
-        configmap = await client.read_configmap(run.configmap_name, run.namespace)
-        run_results = results_codec.decode(configmap) if configmap is not None else None
     pod = progress.newest_pod
-    pod_name = (pod or {}).get("metadata", {}).get("name")
-    tail = None
-    if pod_name and progress.ever_started and ending != "job_deleted":
-        tail = await client.log_tail(pod_name, run.namespace, DBT_CONTAINER, limits.log_tail_lines)
+    pod_name = str((pod or {}).get("metadata", {}).get("name") or "") or None
+    finished = ending == "finished"
+    show_log = pod_name is not None and progress.ever_started and ending != "job_deleted"
+    # The Job's condition can arrive before the pod's last update: the pods are read once more,
+    # with the results and the log, all at once.
+    listed, configmap, tail = await asyncio.gather(
+        _if(finished, lambda: client.list_pods(run.namespace, run.selector)),
+        _if(finished, lambda: client.read_configmap(run.configmap_name, run.namespace)),
+        _if(
+            show_log,
+            lambda: client.log_tail(
+                str(pod_name), run.namespace, DBT_CONTAINER, limits.log_tail_lines
+            ),
+        ),
+    )
+    if listed is not None:
+        progress.listed("pod", listed[0])
+    run_results = results_codec.decode(configmap) if configmap is not None else None
     evidence = Evidence(
         job=progress.job,
         pods=list(progress.pods.values()),
@@ -116,6 +124,10 @@ async def watch_run(
         job_deleted=ending == "job_deleted",
     )
     return WatchResult(evidence=evidence, log_tail=tail, pod_name=pod_name)
+
+
+async def _if(condition: bool, read: Callable[[], Awaitable[T]]) -> T | None:
+    return await read() if condition else None
 
 
 async def _until_done(

@@ -1,0 +1,1 @@
+"""Benchmark of kubedbt's run tracking against the cncf provider's KubernetesJobTrigger."""
