@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -214,17 +215,19 @@ async def completions(expected: set[str], timeout: float) -> dict[str, float]:
         items, version = await runs_client.list_objects(method, NAMESPACE)
         seen.update({j["metadata"]["name"]: time.time() for j in items if job_finished(j)})
         while not expected <= seen.keys() and time.time() < deadline:
-            async for event_type, job in runs_client.watch(
+            events = runs_client.watch(
                 method, NAMESPACE, resource_version=version, timeout_seconds=60
-            ):
-                version = job["metadata"]["resourceVersion"]
-                if event_type == "BOOKMARK":
-                    continue
-                name = job["metadata"]["name"]
-                if name in expected and name not in seen and job_finished(job):
-                    seen[name] = time.time()
-                if expected <= seen.keys():
-                    break
+            )
+            async with contextlib.aclosing(events):  # the break must release the stream
+                async for event_type, job in events:
+                    version = job["metadata"]["resourceVersion"]
+                    if event_type == "BOOKMARK":
+                        continue
+                    name = job["metadata"]["name"]
+                    if name in expected and name not in seen and job_finished(job):
+                        seen[name] = time.time()
+                    if expected <= seen.keys():
+                        break
     return seen
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -81,6 +82,15 @@ def namespace_with_chart(api_client: ApiClient, prefix: str, *values: str) -> It
         yield name
     finally:
         core.delete_namespace(name)
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage() -> Iterator[None]:
+    """Collect garbage after each test, so a socket or transport a test left open is reported
+    (as an error, by filterwarnings) on that test, not on whichever test the collector next
+    happens to run in."""
+    yield
+    gc.collect()
 
 
 # Figures the cluster and fault tests measured, printed at the end of the session.

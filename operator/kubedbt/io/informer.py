@@ -11,9 +11,13 @@ thousand.
 The informer holds one API client for all of it. Streams get a connect and a read timeout and
 TCP keepalive, never a total timeout. A 401 (an exec-plugin or projected token that expired, a
 rotated kubeconfig) opens a fresh client through `connect`, which reloads the credentials; it
-never ends a run. Any other error the retry policy calls retryable is retried with a backoff that
-resets as soon as events flow again; one it does not (a 403: RBAC is missing) fails every
-subscription with that error.
+never ends a run. Requests lease the client they use, and a replaced client is closed only when
+its last request is done: aiohttp leaves a stream's reader waiting forever, past every timeout,
+when its session is closed underneath it.
+
+Any other error the retry policy calls retryable is retried with a backoff that resets as soon
+as events flow again; one it does not (a 403: RBAC is missing) fails every subscription with
+that error once it has lasted `refusal_grace`.
 
 `shared_informer` hands out one informer per (connection, namespace, event loop), started by its
 first user and stopped with its last.
@@ -26,7 +30,7 @@ import contextlib
 import contextvars
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Hashable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Final
@@ -83,6 +87,16 @@ class InformerStats:
     watch_errors: int = 0
     reconnects: int = 0
     events: int = 0
+
+
+class _Client:
+    """One API client, how many requests use it, and whether a newer one replaced it."""
+
+    def __init__(self, client: RunClient, exit_stack: AsyncExitStack) -> None:
+        self.client = client
+        self.exit_stack = exit_stack
+        self.users = 0
+        self.retired = False
 
 
 class Subscription:
@@ -154,8 +168,8 @@ class NamespaceInformer:
         self._cache: dict[Kind, dict[str, dict[str, JSON]]] = {kind: {} for kind in KINDS}
         self._synced: set[Kind] = set()
         self._subscribers: dict[str, set[Subscription]] = {}
-        self._exit = AsyncExitStack()
-        self._client: RunClient | None = None
+        self._client: _Client | None = None  # the current one; requests lease it
+        self._clients: set[_Client] = set()  # every one still open, the current and retired
         self._generation = 0
         self._unauthorized = 0  # 401s in a row, reset once a request succeeds
         self._reconnecting = asyncio.Lock()
@@ -178,14 +192,26 @@ class NamespaceInformer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._exit.aclose()
+        for held in list(self._clients):
+            await self._close(held)
 
-    @property
-    def client(self) -> RunClient:
-        """A RunClient over the informer's current API client, for a run's one-off reads."""
-        if self._client is None:
+    @contextlib.asynccontextmanager
+    async def lease(self) -> AsyncIterator[RunClient]:
+        """The current client, kept open until the caller is done with it.
+
+        A 401 may replace it meanwhile; it is closed when its last lease ends. For the
+        informer's own requests and a run's one-off reads.
+        """
+        held = self._client
+        if held is None:
             raise RuntimeError("the informer is not started")
-        return self._client
+        held.users += 1
+        try:
+            yield held.client
+        finally:
+            held.users -= 1
+            if held.retired and not held.users:
+                await self._close(held)
 
     def raise_failure(self) -> None:
         """Raise the error the informer gave up on, if it did."""
@@ -227,17 +253,24 @@ class NamespaceInformer:
         while True:
             generation = self._generation
             try:
-                if version is None:
-                    version = await self._list(kind)
-                    failures = self._unauthorized = 0
-                    refused_since = None
-                opened = loop.time()
-                async for event_type, obj in self._watch(kind, version):
-                    version = obj["metadata"]["resourceVersion"]
-                    failures = self._unauthorized = 0  # the stream works: errors start afresh
-                    refused_since = None
-                    if event_type != "BOOKMARK":
-                        self._apply(kind, event_type, obj)
+                async with self.lease() as client:
+                    if version is None:
+                        version = await self._list(client, kind)
+                        failures = self._unauthorized = 0
+                        refused_since = None
+                    opened = loop.time()
+                    log.debug("watching %ss in %s from %s", kind, self.namespace, version)
+                    events = self._watch(client, kind, version)
+                    async with contextlib.aclosing(events):
+                        async for event_type, obj in events:
+                            version = obj["metadata"]["resourceVersion"]
+                            failures = self._unauthorized = 0  # the stream works: start afresh
+                            refused_since = None
+                            if event_type != "BOOKMARK":
+                                self._apply(kind, event_type, obj)
+                log.debug(
+                    "%s watch in %s ended after %.1fs", kind, self.namespace, loop.time() - opened
+                )
                 if loop.time() - opened >= 1.0:
                     continue  # the server ended the watch on time: resume from `version`
                 raise ConnectionError("the watch ended as soon as it started")
@@ -268,9 +301,9 @@ class NamespaceInformer:
             )
             await asyncio.sleep(delay)
 
-    async def _list(self, kind: Kind) -> str:
-        items, version = await self.client.list_objects(
-            self._method(kind), self.namespace, label_selector=SELECTOR
+    async def _list(self, client: RunClient, kind: Kind) -> str:
+        items, version = await client.list_objects(
+            _method(client, kind), self.namespace, label_selector=SELECTOR
         )
         self.stats.lists += 1
         by_run: dict[str, list[JSON]] = {}
@@ -286,10 +319,12 @@ class NamespaceInformer:
                 subscription.queue.put_nowait((kind, "LIST", by_run.get(name, [])))
         return version
 
-    def _watch(self, kind: Kind, version: str) -> AsyncIterator[tuple[str, JSON]]:
+    def _watch(
+        self, client: RunClient, kind: Kind, version: str
+    ) -> AsyncGenerator[tuple[str, JSON]]:
         low, high = self.options.watch_seconds
-        return self.client.watch(
-            self._method(kind),
+        return client.watch(
+            _method(client, kind),
             self.namespace,
             resource_version=version,
             timeout_seconds=random.randint(low, high),
@@ -310,19 +345,17 @@ class NamespaceInformer:
         for subscription in self._subscribers.get(run, ()):
             subscription.queue.put_nowait((kind, event_type, obj))
 
-    def _method(self, kind: Kind) -> Any:
-        runs = self.client
-        return {
-            "job": runs.batch.list_namespaced_job,
-            "pod": runs.core.list_namespaced_pod,
-            "configmap": runs.core.list_namespaced_config_map,
-        }[kind]
-
     # --- the client and its credentials ---
 
     async def _open(self) -> None:
-        api_client = await self._exit.enter_async_context(self.connect())
-        self._client = RunClient(api_client, self.policy)
+        exit_stack = AsyncExitStack()
+        api_client = await exit_stack.enter_async_context(self.connect())
+        self._client = _Client(RunClient(api_client, self.policy), exit_stack)
+        self._clients.add(self._client)
+
+    async def _close(self, held: _Client) -> None:
+        await held.exit_stack.aclose()
+        self._clients.discard(held)
 
     async def _reconnect(self, generation: int) -> bool:
         """Reload credentials with a fresh client after a 401; False once that keeps failing."""
@@ -336,15 +369,19 @@ class NamespaceInformer:
             self._unauthorized += 1
             self.stats.reconnects += 1
             log.info("the API server said 401 in %s: reloading credentials", self.namespace)
-            old, self._exit = self._exit, AsyncExitStack()
+            old = self._client
             try:
                 await self._open()
             except Exception as e:
                 log.error("could not reload the credentials for %s: %s", self.namespace, e)
                 return False
-            finally:
-                await old.aclose()
             self._generation += 1
+            if old is not None:
+                # Its streams still work (a stream is authorized when it opens): each moves to
+                # the new client when it ends. The last one closes it.
+                old.retired = True
+                if not old.users:
+                    await self._close(old)
             return True
 
     def _tell_everyone(self, notice: str) -> None:
@@ -357,6 +394,14 @@ class NamespaceInformer:
         log.error("watching kubedbt objects in %s failed: %s", self.namespace, _describe(error))
         self.failure = error
         self.failed.set()
+
+
+def _method(client: RunClient, kind: Kind) -> Any:
+    return {
+        "job": client.batch.list_namespaced_job,
+        "pod": client.core.list_namespaced_pod,
+        "configmap": client.core.list_namespaced_config_map,
+    }[kind]
 
 
 def _run_of(obj: JSON) -> str | None:

@@ -10,12 +10,13 @@ half-created run is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,20 +198,22 @@ class RunClient:
             if left <= 0:
                 return False
             try:
-                async for event_type, obj in self.watch(
+                events = self.watch(
                     method,
                     namespace,
                     resource_version=version,
                     timeout_seconds=max(1, math.ceil(left)),
                     **selectors,
-                ):
-                    version = obj["metadata"]["resourceVersion"]
-                    if event_type == "DELETED":
-                        remaining.discard(obj["metadata"]["name"])
-                    elif event_type == "ADDED":
-                        remaining.add(obj["metadata"]["name"])
-                    if not remaining:
-                        break
+                )
+                async with contextlib.aclosing(events):  # the break must release the stream
+                    async for event_type, obj in events:
+                        version = obj["metadata"]["resourceVersion"]
+                        if event_type == "DELETED":
+                            remaining.discard(obj["metadata"]["name"])
+                        elif event_type == "ADDED":
+                            remaining.add(obj["metadata"]["name"])
+                        if not remaining:
+                            break
             except client.ApiException as e:
                 if e.status != 410:
                     raise _api_error(f"watching {namespace}", e) from e
@@ -303,7 +306,7 @@ class RunClient:
         resource_version: str,
         timeout_seconds: int,
         **selectors: str,
-    ) -> AsyncIterator[tuple[str, JSON]]:
+    ) -> AsyncGenerator[tuple[str, JSON]]:
         """Events of one watch request: (type, object as JSON), ending at the server timeout.
 
         The stream is read as JSON lines, without building client models: a watch of every

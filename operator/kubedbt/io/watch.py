@@ -26,7 +26,7 @@ from kubedbt.core import results as results_codec
 from kubedbt.core.classify import DBT_CONTAINER, Evidence, TimedOut
 from kubedbt.core.progress import Ending, RunProgress, dbt_started_in
 from kubedbt.io.informer import NamespaceInformer, Subscription
-from kubedbt.io.kube import JSON, RunClient
+from kubedbt.io.kube import JSON
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,23 +95,23 @@ async def watch_run(
             ending = await _until_done(subscription, progress, clock, logs, run)
     finally:
         await logs.stop()
-    client = informer.client
     pod = progress.newest_pod
     pod_name = str((pod or {}).get("metadata", {}).get("name") or "") or None
     finished = ending == "finished"
     show_log = pod_name is not None and progress.ever_started and ending != "job_deleted"
     # The Job's condition can arrive before the pod's last update: the pods are read once more,
     # with the results and the log, all at once.
-    listed, configmap, tail = await asyncio.gather(
-        _if(finished, lambda: client.list_pods(run.namespace, run.selector)),
-        _if(finished, lambda: client.read_configmap(run.configmap_name, run.namespace)),
-        _if(
-            show_log,
-            lambda: client.log_tail(
-                str(pod_name), run.namespace, DBT_CONTAINER, limits.log_tail_lines
+    async with informer.lease() as client:
+        listed, configmap, tail = await asyncio.gather(
+            _if(finished, lambda: client.list_pods(run.namespace, run.selector)),
+            _if(finished, lambda: client.read_configmap(run.configmap_name, run.namespace)),
+            _if(
+                show_log,
+                lambda: client.log_tail(
+                    str(pod_name), run.namespace, DBT_CONTAINER, limits.log_tail_lines
+                ),
             ),
-        ),
-    )
+        )
     if listed is not None:
         progress.listed("pod", listed[0])
     run_results = results_codec.decode(configmap) if configmap is not None else None
@@ -156,7 +156,8 @@ async def _until_done(
             continue
         kind, event_type, payload = observation
         if kind == "job" and event_type == "LIST" and not payload and progress.job is None:
-            job = await subscription.informer.client.read_job(run.job_name, run.namespace)
+            async with subscription.informer.lease() as client:
+                job = await client.read_job(run.job_name, run.namespace)
             payload = [job] if job is not None else []
         progress.observe(kind, event_type, payload)
         if kind == "pod":
@@ -180,7 +181,7 @@ class _LogFollower:
             if name in self.tasks or gone or not dbt_started_in(pod):
                 continue
             self.tasks[name] = asyncio.ensure_future(
-                _stream_log(self.informer.client, name, self.namespace, self.on_log)
+                _stream_log(self.informer, name, self.namespace, self.on_log)
             )
 
     async def stop(self) -> None:
@@ -189,11 +190,14 @@ class _LogFollower:
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
 
-async def _stream_log(client: RunClient, pod: str, namespace: str, on_log: LogSink) -> None:
+async def _stream_log(
+    informer: NamespaceInformer, pod: str, namespace: str, on_log: LogSink
+) -> None:
     try:
-        async for line in client.follow_log(pod, namespace, DBT_CONTAINER):
-            result = on_log(line)
-            if result is not None:
-                await result
+        async with informer.lease() as client:
+            async for line in client.follow_log(pod, namespace, DBT_CONTAINER):
+                result = on_log(line)
+                if result is not None:
+                    await result
     except Exception as e:  # the log is a courtesy; the run's outcome does not depend on it
         log.warning("stopped following the log of %s: %s", pod, e)
