@@ -23,7 +23,7 @@ from kubedbt.cli.errors import CliError
 from kubedbt.cli.run_info import INSTANCE_LABEL, KUBEDBT_SELECTOR, pick_run
 from kubedbt.core.classify import DBT_CONTAINER
 from kubedbt.core.errors import KubedbtError
-from kubedbt.io.kube import JSON, RunClient
+from kubedbt.io.kube import JSON, RunClient, release_stream
 from kubedbt.io.retry import RetryPolicy
 
 CLI_POLICY: Final = RetryPolicy(attempts=3, backoff_min=0.5, backoff_max=2.0, deadline=15.0)
@@ -106,7 +106,7 @@ class Cluster:
             async for raw in response.content:
                 yield raw.decode("utf-8", errors="replace").rstrip("\n")
         finally:
-            response.release()
+            release_stream(response)
 
 
 @asynccontextmanager

@@ -296,7 +296,7 @@ class RunClient:
             async for raw in response.content:
                 yield raw.decode("utf-8", errors="replace").rstrip("\n")
         finally:
-            response.release()
+            release_stream(response)
 
     async def watch(
         self,
@@ -337,14 +337,30 @@ class RunClient:
                     )
                 yield event["type"], event["object"]
         finally:
-            response.release()
+            release_stream(response)
 
 
 def _raise_for_status(response: Any) -> None:
     """A stream's response that is not a 2xx, raised as the ApiException it would have been."""
     if not 200 <= response.status < 300:
-        response.release()
+        release_stream(response)
         raise client.ApiException(status=response.status, reason=response.reason)
+
+
+def release_stream(response: Any) -> None:
+    """Release a streamed response; one left before its end has its connection aborted.
+
+    Released unread, aiohttp closes the connection politely: TLS then waits for the server's
+    close_notify, which an API server still serving the stream is slow to send, and an event
+    loop that ends meanwhile leaves the socket open (Python 3.11). A stream read to its end
+    goes back to the pool as usual.
+    """
+    content = getattr(response, "content", None)
+    if content is not None and not content.at_eof():
+        transport = getattr(response.connection, "transport", None)
+        if transport is not None:
+            transport.abort()
+    response.release()
 
 
 def _keep_alive(response: Any) -> None:
