@@ -1,6 +1,7 @@
 """Benchmark: kubedbt's trigger against the cncf provider's KubernetesJobTrigger, side by side.
 
     python -m bench.run --runs 1000 [--systems kubedbt,cncf-10,cncf-2] [--wait-seconds 90]
+    python -m bench.run --runs 100 --one-loop
 
 On the local cluster (`make cluster-up`), with kwok (built by tests/cluster/build-binaries.sh)
 standing in for a node: for each system in turn, N Jobs are created in the namespace
@@ -8,6 +9,10 @@ kubedbt-bench with kubedbt's own renderer, bound to the kwok node, whose stages
 (bench/kwok-stages.yaml) run each pod for a while and then end it Succeeded. Shortly before, the
 results ConfigMaps are filled the way kubedbt's sidecar fills them. Meanwhile a separate process
 (bench/waiters.py) waits on all N with one trigger each in one event loop, as a triggerer would.
+With --one-loop, one set of N Jobs is waited on by every system's triggers in one loop, as one
+triggerer running both would: the detection latencies then compare under the same load (the
+loop's lag, RSS and sockets are shared, and requests are counted per ServiceAccount: kubedbt's,
+and one for both cncf intervals).
 
 Measured: detection latency (the trigger's event after this process's own watch saw the Job
 complete), API requests per run per minute while the runs wait (counted at the API server, from
@@ -232,23 +237,29 @@ async def completions(expected: set[str], timeout: float) -> dict[str, float]:
 
 
 async def measure(
-    system: str, n: int, wait: float, kubeconfig: Path, workdir: Path
-) -> dict[str, Any]:
-    """One system: create the runs, wait on them in bench/waiters.py, and summarise."""
+    systems: list[str], n: int, wait: float, kubeconfigs: dict[str, Path], workdir: Path
+) -> list[dict[str, Any]]:
+    """Create N runs, wait on them with every system's triggers in one process, summarise.
+
+    The process is bench/waiters.py; one row per system.
+    """
+    name = systems[0] if len(systems) == 1 else "oneloop"
     start = time.time()
     end_at = start + n / 15 + wait  # creation runs at about 15-30 Jobs a second here
-    runs = await create_runs(n, end_at, system)
+    runs = await create_runs(n, end_at, name)
     created = time.time()
-    jobs_file, out_file = workdir / f"{system}.jobs.json", workdir / f"{system}.out.json"
+    jobs_file, out_file = workdir / f"{name}.jobs.json", workdir / f"{name}.out.json"
     jobs_file.write_text(json.dumps(runs))
-    # KUBECONFIG too: the provider's async hook ignores its trigger's config_file.
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "KUBECONFIG": str(kubeconfig)}
+    # KUBECONFIG too: the provider's async hook ignores its trigger's config_file, so the cncf
+    # triggers run as the first cncf system's ServiceAccount.
+    cncf = next((s for s in systems if s != "kubedbt"), systems[0])
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KUBECONFIG": str(kubeconfigs[cncf])}
     waiters = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bench.waiters",
-        system,
-        str(kubeconfig),
+        ",".join(systems),
+        str(kubeconfigs[systems[0]]),
         NAMESPACE,
         str(jobs_file),
         str(out_file),
@@ -260,7 +271,8 @@ async def measure(
     )
     await asyncio.wait_for(waiters.wait(), timeout=600)
     out = json.loads(out_file.read_text())
-    return summarise(system, n, out, seen, start, created)
+    users = {s: s if s == "kubedbt" else cncf for s in systems}
+    return [summarise(s, users[s], n, out, seen, start, created) for s in systems]
 
 
 def audit_requests(username: str, since: float, until: float) -> int:
@@ -287,20 +299,31 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def summarise(
-    system: str, n: int, out: dict[str, Any], seen: dict[str, float], start: float, created: float
+    system: str,
+    user: str,
+    n: int,
+    out: dict[str, Any],
+    seen: dict[str, float],
+    start: float,
+    created: float,
 ) -> dict[str, Any]:
-    """The figures of one system, from what the waiters and this process saw."""
-    latencies = [e["at"] - seen[e["job"]] for e in out["events"] if e["job"] in seen]
+    """The figures of one system, from what the waiters and this process saw.
+
+    `user` is the ServiceAccount whose requests are counted.
+    """
+    events = [e for e in out["events"] if e["system"] == system]
+    latencies = [e["at"] - seen[e["job"]] for e in events if e["job"] in seen]
     first_end = min(seen.values()) if seen else time.time()
     window = (out["started"] + 15, first_end - 5)  # every run listed and waiting, none ended
-    requests = audit_requests(f"system:serviceaccount:{NAMESPACE}:{system}", *window)
+    requests = audit_requests(f"system:serviceaccount:{NAMESPACE}:{user}", *window)
     minutes = max(window[1] - window[0], 1) / 60
     peak = max(out["samples"], key=lambda s: s["rss"]) if out["samples"] else out["baseline"]
     lags = out["lags"]
     return {
         "system": system,
+        "in_one_loop_with": [s for s in out["systems"] if s != system],
         "runs": n,
-        "succeeded": sum(e["status"] == "success" for e in out["events"]),
+        "succeeded": sum(e["status"] == "success" for e in events),
         "detection_p50_ms": _percentile(latencies, 0.5) * 1000,
         "detection_p99_ms": _percentile(latencies, 0.99) * 1000,
         "requests_per_run_min": requests / n / minutes,
@@ -346,6 +369,9 @@ def main() -> None:
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--wait-seconds", type=float, default=90)
     parser.add_argument(
+        "--one-loop", action="store_true", help="every system's triggers on the same runs, one loop"
+    )
+    parser.add_argument(
         "--check", action="store_true", help="exit 1 unless every system saw every run succeed"
     )
     options = parser.parse_args()
@@ -355,16 +381,17 @@ def main() -> None:
         workdir = Path(tmp)
         kwok = start_kwok(api, workdir / "kwok.log")
         try:
+            systems = options.systems.split(",")
+            rounds = [systems] if options.one_loop else [[system] for system in systems]
             rows = []
-            for system in options.systems.split(","):
+            for together in rounds:
                 kubeconfigs = prepare_namespace(api, workdir)
-                row = asyncio.run(
-                    measure(
-                        system, options.runs, options.wait_seconds, kubeconfigs[system], workdir
-                    )
+                measured = asyncio.run(
+                    measure(together, options.runs, options.wait_seconds, kubeconfigs, workdir)
                 )
-                print(json.dumps(row), flush=True)
-                rows.append(row)
+                for row in measured:
+                    print(json.dumps(row), flush=True)
+                rows.extend(measured)
         finally:
             remove_namespace(api)
             client.CoreV1Api(api).delete_node(NODE)
@@ -372,7 +399,8 @@ def main() -> None:
             kwok.wait(timeout=30)
     results_dir = ROOT / "bench" / "results"
     results_dir.mkdir(exist_ok=True)
-    (results_dir / f"{options.runs}.json").write_text(json.dumps(rows, indent=1) + "\n")
+    name = f"{options.runs}-one-loop" if options.one_loop else str(options.runs)
+    (results_dir / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
     print(table(rows))
     failed = [r["system"] for r in rows if r["succeeded"] != r["runs"]]
     if options.check and failed:

@@ -1,12 +1,14 @@
 """The measured process: N waiting runs of one system in one asyncio loop, as in one triggerer.
 
-    python -m bench.waiters SYSTEM KUBECONFIG NAMESPACE JOBS_FILE OUT_FILE
+    python -m bench.waiters SYSTEMS KUBECONFIG NAMESPACE JOBS_FILE OUT_FILE
 
-SYSTEM is `kubedbt` (DbtJobTrigger) or `cncf-10` / `cncf-2` (the cncf provider's
-KubernetesJobTrigger polling every 10 s / 2 s). JOBS_FILE lists the runs (job and ConfigMap
-names, selector labels). The process starts every trigger, samples the event loop's lag (how late
-a 50 ms sleep wakes), its RSS and its open sockets while the runs wait, and writes, for each run,
-when its trigger yielded and what it said. bench/run.py starts it and reads OUT_FILE.
+SYSTEMS is `kubedbt` (DbtJobTrigger) or `cncf-10` / `cncf-2` (the cncf provider's
+KubernetesJobTrigger polling every 10 s / 2 s), or several of them, comma-separated, to wait on
+the same runs with each system's trigger in this one loop. JOBS_FILE lists the runs (job and
+ConfigMap names, selector labels). The process starts every trigger, samples the event loop's lag
+(how late a 50 ms sleep wakes), its RSS and its open sockets while the runs wait, and writes, for
+each system and run, when its trigger yielded and what it said. bench/run.py starts it and reads
+OUT_FILE.
 """
 
 from __future__ import annotations
@@ -78,14 +80,23 @@ def trigger_for(system: str, kubeconfig: str, namespace: str, run: dict[str, Any
 
 
 async def wait_one(trigger: Any) -> tuple[float, str]:
-    """When the trigger yielded, and its status."""
-    async for event in trigger.run():
-        return time.time(), str(event.payload.get("status"))
+    """When the trigger yielded, and its status.
+
+    A trigger that raised is recorded with its error: the cncf one raises on a 429 when the
+    API server throttles its polls.
+    """
+    try:
+        async for event in trigger.run():
+            return time.time(), str(event.payload.get("status"))
+    except Exception as e:
+        return time.time(), f"raised {type(e).__name__}: {str(e).splitlines()[0]}"
     return time.time(), "none"
 
 
-async def main(system: str, kubeconfig: str, namespace: str, runs: list[dict[str, Any]]) -> Any:
-    """Wait on every run with one trigger each, sampling lag, RSS and sockets."""
+async def main(
+    systems: list[str], kubeconfig: str, namespace: str, runs: list[dict[str, Any]]
+) -> Any:
+    """Wait on every run with one trigger of each system, sampling lag, RSS and sockets."""
     lags: list[float] = []
     stop = asyncio.Event()
 
@@ -96,12 +107,15 @@ async def main(system: str, kubeconfig: str, namespace: str, runs: list[dict[str
             await asyncio.sleep(TICK)
             lags.append(loop.time() - before - TICK)
 
-    prepare(system)
+    for system in systems:
+        prepare(system)
     baseline = {"rss": rss_bytes(), "sockets": sockets()}
     tick = asyncio.ensure_future(ticker())
     started = time.time()
+    pairs = [(system, run) for system in systems for run in runs]
     waiting = [
-        asyncio.ensure_future(wait_one(trigger_for(system, kubeconfig, namespace, r))) for r in runs
+        asyncio.ensure_future(wait_one(trigger_for(system, kubeconfig, namespace, run)))
+        for system, run in pairs
     ]
     samples = []
     while not all(w.done() for w in waiting):  # bounded by bench/run.py's timeout on this process
@@ -112,21 +126,21 @@ async def main(system: str, kubeconfig: str, namespace: str, runs: list[dict[str
     await tick
     events = [w.result() for w in waiting]
     return {
-        "system": system,
+        "systems": systems,
         "runs": len(runs),
         "started": started,
         "baseline": baseline,
         "samples": samples,
         "lags": lags,
         "events": [
-            {"job": r["job"], "at": at, "status": s}
-            for r, (at, s) in zip(runs, events, strict=True)
+            {"system": system, "job": run["job"], "at": at, "status": status}
+            for (system, run), (at, status) in zip(pairs, events, strict=True)
         ],
     }
 
 
 if __name__ == "__main__":
-    system, kubeconfig, namespace, jobs_file, out_file = sys.argv[1:6]
+    systems, kubeconfig, namespace, jobs_file, out_file = sys.argv[1:6]
     runs = json.loads(Path(jobs_file).read_text())
-    result = asyncio.run(main(system, kubeconfig, namespace, runs))
+    result = asyncio.run(main(systems.split(","), kubeconfig, namespace, runs))
     Path(out_file).write_text(json.dumps(result))

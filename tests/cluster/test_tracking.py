@@ -176,14 +176,19 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
-def test_a_ten_minute_run_has_no_watch_errors_and_is_seen_within_a_second(
+# How long dbt runs in the long-run test: ten minutes, or as long as KUBEDBT_LONG_RUN_SECONDS says
+# (the 30-minute target was measured with 1800).
+LONG_RUN_SECONDS = int(os.environ.get("KUBEDBT_LONG_RUN_SECONDS", "600"))
+
+
+def test_a_long_run_has_no_watch_errors_and_is_seen_within_a_second(
     namespace: str,
     kubeconfig: Path,
     caplog: pytest.LogCaptureFixture,
     measured: Any,
 ) -> None:
     caplog.set_level(logging.INFO, logger="kubedbt")
-    run = Run(kubeconfig, namespace, slow_seconds=600)
+    run = Run(kubeconfig, namespace, slow_seconds=LONG_RUN_SECONDS)
 
     async def scenario() -> tuple[dict[str, Any], float, float, InformerStats]:
         async with _informer_of(run) as informer:
@@ -193,9 +198,10 @@ def test_a_ten_minute_run_has_no_watch_errors_and_is_seen_within_a_second(
             event, at = await run.wait()
             return event, at - await seen, at - started, informer.stats
 
-    event, detection, duration, stats = asyncio.run(asyncio.wait_for(scenario(), 1200))
+    timeout = LONG_RUN_SECONDS + 600
+    event, detection, duration, stats = asyncio.run(asyncio.wait_for(scenario(), timeout))
     assert event["status"] == "success", event
-    assert duration > 600, "the run must outlast the old 60 s stream timeout many times"
+    assert duration > LONG_RUN_SECONDS, "the run must outlast the old 60 s stream timeout"
     assert detection < 1.0
     assert stats.watch_errors == 0
     assert _warnings(caplog) == []
