@@ -40,7 +40,7 @@ from tests.conftest import admin_kubeconfig, write_kubeconfig
 
 from kubedbt import DbtRunSpec, RunIdentity, render_job, render_results_configmap
 from kubedbt.airflow.trigger import ConnectionArgs
-from kubedbt.core import naming, results
+from kubedbt.core import naming, packing
 from kubedbt.core.progress import job_finished
 from kubedbt.io.kube import RunClient
 from kubedbt.io.uploader import patch_body
@@ -200,7 +200,7 @@ async def upload_results(runs: list[dict[str, Any]], at: float) -> None:
         runs_client = RunClient(api_client)
 
         async def one(run: dict[str, Any]) -> None:
-            data, binary, status = results.pack(_run_results(run["job"]), [])
+            data, binary, status = packing.pack(_run_results(run["job"]), [])
             async with gate:
                 await runs_client.patch_configmap(
                     run["configmap"], NAMESPACE, patch_body(data, binary, status, None), (10, 30)

@@ -11,6 +11,7 @@ import asyncio
 import gzip
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,8 +28,9 @@ from kubedbt.io.uploader import (
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubedbt-sidecar",
-        description="Upload dbt's run_results.json and a digest of its JSON log into a ConfigMap "
-        "once the dbt container has exited (on SIGTERM from the kubelet).",
+        description="Upload dbt's run_results.json (or the sources.json of source freshness) and "
+        "a digest of its JSON log into a ConfigMap once the dbt container has exited (on SIGTERM "
+        "from the kubelet).",
     )
     parser.add_argument("--configmap", required=True, help="name of the results ConfigMap")
     parser.add_argument("--namespace", help="its namespace (default: the pod's)")
@@ -53,7 +55,9 @@ def restore_state(argv: Sequence[str]) -> int:
     parser.add_argument("--into", required=True, type=Path, help="the --state directory")
     args = parser.parse_args(argv)
     args.into.mkdir(parents=True, exist_ok=True)
-    (args.into / "run_results.json").write_bytes(gzip.decompress(args.archive.read_bytes()))
+    # Streamed: the archive is at most 1 MiB, what it unpacks to can be many times that.
+    with gzip.open(args.archive) as packed, (args.into / "run_results.json").open("wb") as out:
+        shutil.copyfileobj(packed, out)
     logging.info("restored %s into %s", args.archive, args.into)
     return 0
 

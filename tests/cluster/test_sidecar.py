@@ -1,7 +1,8 @@
 """The real dbt image and the real sidecar fill the results ConfigMap in a real pod.
 
 The run's artifacts volume is swapped for a hostPath here (test only), so the test can read what
-dbt wrote on the node and compare it with what the sidecar uploaded.
+dbt wrote on the node and compare it with what the sidecar uploaded, or put there what dbt would
+write for a project larger than a test can build.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ from kubernetes import client
 
 from kubedbt import DbtRunSpec, RunIdentity, render_job, render_results_configmap
 from kubedbt.core import results
-from kubedbt.core.render import ARTIFACTS_VOLUME, owned_by_job
+from kubedbt.core.render import ARTIFACTS_VOLUME, DBT_CONTAINER, SIDECAR_CONTAINER, owned_by_job
+from tests.unit.dbt_runs import load_with_dbt
+from tests.unit.scaled_project import write_run_results
 
 pytestmark = pytest.mark.cluster
 
@@ -50,10 +53,18 @@ def _allow_upload(api_client: client.ApiClient, namespace: str) -> None:
 
 
 def _run(
-    api_client: client.ApiClient, namespace: str, artifacts: Path, **spec_values: Any
+    api_client: client.ApiClient,
+    namespace: str,
+    artifacts: Path,
+    *,
+    adjust: Callable[[dict[str, Any]], None] | None = None,
+    **spec_values: Any,
 ) -> tuple[str, dict[str, Any]]:
-    """Run one Job to its end; return its final condition and its ConfigMap as JSON."""
-    artifacts.mkdir(mode=0o777)
+    """Run one Job to its end; return its final condition and its ConfigMap as JSON.
+
+    `adjust` may change the rendered pod spec (test only) before the Job is created.
+    """
+    artifacts.mkdir(mode=0o777, exist_ok=True)
     artifacts.chmod(0o777)
     spec = DbtRunSpec(
         command="build",
@@ -73,6 +84,8 @@ def _run(
         else v
         for v in pod["volumes"]
     ]
+    if adjust is not None:
+        adjust(pod)
     created = client.BatchV1Api(api_client).create_namespaced_job(namespace, job)
     configmap = owned_by_job(
         render_results_configmap(spec, identity), created.metadata.name, created.metadata.uid
@@ -131,3 +144,60 @@ def test_a_failed_upload_never_changes_the_outcome(
     condition, configmap = _run(api_client, namespace, tmp_path / "artifacts")
     assert condition == "Complete"
     assert results.decode(configmap).status == "pending"
+
+
+def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [c for c in pod.get("initContainers", []) + pod["containers"] if c["name"] == name]
+    return found
+
+
+def _with_prewritten_results(pod: dict[str, Any]) -> None:
+    """dbt exits at once and writes nothing: the run_results the sidecar uploads are the ones the
+    test put in the artifacts directory. The sidecar gets 128Mi, as a DAG could give it."""
+    dbt = _container(pod, DBT_CONTAINER)
+    dbt["command"], dbt["args"] = ["true"], []
+    _container(pod, SIDECAR_CONTAINER)["resources"] = {
+        "requests": {"cpu": "100m", "memory": "64Mi"},
+        "limits": {"memory": "128Mi"},
+    }
+
+
+def test_fifty_megabytes_of_run_results_upload_within_128mi(
+    api_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    _allow_upload(api_client, namespace)
+    artifacts = tmp_path / "artifacts"
+    (artifacts / "target").mkdir(parents=True)
+    written = artifacts / "target" / "run_results.json"
+    nodes = write_run_results(written, size=50 * 2**20)
+    for path in (artifacts, artifacts / "target"):
+        path.chmod(0o755)
+    written.chmod(0o644)
+
+    condition, configmap = _run(api_client, namespace, artifacts, adjust=_with_prewritten_results)
+
+    core = client.CoreV1Api(api_client)
+    (pod,) = core.list_namespaced_pod(namespace).items
+    (spec,) = [c for c in pod.spec.init_containers if c.name == SIDECAR_CONTAINER]
+    assert spec.resources.limits["memory"] == "128Mi"
+    (uploader,) = [s for s in pod.status.init_container_statuses if s.name == SIDECAR_CONTAINER]
+    log = core.read_namespaced_pod_log(
+        pod.metadata.name, namespace, container=SIDECAR_CONTAINER, _preload_content=False
+    ).data.decode()
+    assert uploader.restart_count == 0, log
+    assert uploader.state.terminated is not None, uploader.state
+    assert uploader.state.terminated.reason != "OOMKilled", log
+    assert uploader.state.terminated.exit_code == 0, log
+    assert condition == "Complete"
+    decoded = results.decode(configmap)
+    assert decoded.status == "uploaded", decoded.upload_error
+    assert decoded.summary is not None
+    assert decoded.summary["nodes"] == nodes
+    assert decoded.run_results is not None
+    assert "run_results" not in decoded.summary["dropped"]
+    uploaded = tmp_path / "uploaded.json"
+    uploaded.write_text(json.dumps(decoded.run_results))
+    assert load_with_dbt(uploaded) == [len(decoded.run_results["results"])]
+    size = results.payload_size(configmap["data"], configmap["binaryData"])
+    finished = [line for line in log.splitlines() if "upload finished" in line]
+    print(f"\n{nodes} nodes: {finished}, {size} bytes, dropped {decoded.summary['dropped']}")

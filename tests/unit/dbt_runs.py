@@ -6,6 +6,8 @@ hand-written JSON. dbt comes from .venv-dbt (`make dbt-venv`, pinned like the db
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -28,11 +30,16 @@ class DbtRun:
     stdout: str
 
 
-def run_dbt(workdir: Path, name: str, *args: str) -> DbtRun:
-    """Run dbt on a copy of the example project, as kubedbt's pod would (same flags)."""
-    base = workdir / name
+def copy_example(base: Path) -> Path:
+    """A copy of the example project under base, as the pod's image holds it."""
     project = base / "project"
     shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("target", "logs"))
+    return project
+
+
+def invoke(project: Path, base: Path, *args: str, timeout: float = 300) -> DbtRun:
+    """Run dbt on a project as kubedbt's pod would (same flags); its warehouse, target and logs
+    are under base, so invocations with the same base share them as the steps of one pod do."""
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(base),
@@ -51,6 +58,46 @@ def run_dbt(workdir: Path, name: str, *args: str) -> DbtRun:
         "--log-format-file", "json",
     ]  # fmt: skip
     completed = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=300, check=False
+        command, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
-    return DbtRun(name, completed.returncode, target, logs / "dbt.log", completed.stdout)
+    return DbtRun(args[0], completed.returncode, target, logs / "dbt.log", completed.stdout)
+
+
+def run_dbt(workdir: Path, name: str, *args: str) -> DbtRun:
+    """Run dbt on a fresh copy of the example project."""
+    base = workdir / name
+    return dataclasses.replace(invoke(copy_example(base), base, *args), name=name)
+
+
+# Loads artifacts the way `dbt retry --state` does (read_and_check_versions), and checks them
+# against the JSON schema dbt generates from the same classes, in dbt's own environment.
+_LOAD_SCRIPT = """
+import json, sys
+import jsonschema
+from dbt.artifacts.schemas.freshness import FreshnessExecutionResultArtifact
+from dbt.artifacts.schemas.run import RunResultsArtifact
+
+counts = []
+for path in sys.argv[1:]:
+    schema = json.load(open(path))["metadata"]["dbt_schema_version"]
+    cls = FreshnessExecutionResultArtifact if "/sources/" in schema else RunResultsArtifact
+    jsonschema.validate(json.load(open(path)), cls.json_schema())
+    counts.append(len(cls.read_and_check_versions(path).results))
+print(json.dumps(counts))
+"""
+
+
+def load_with_dbt(*paths: Path) -> list[int]:
+    """How many results dbt's own loader reads from each artifact; fails with dbt's error."""
+    python = DBT.parent / "python"
+    assert python.exists(), f"no dbt at {DBT}: run `make dbt-venv` (make test-unit does)"
+    completed = subprocess.run(
+        [str(python), "-c", _LOAD_SCRIPT, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    counts: list[int] = json.loads(completed.stdout)
+    return counts

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import io
 import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
 
 import pytest
 
 from kubedbt.core import results
-from kubedbt.io.uploader import UploadTarget, collect
-from tests.unit.dbt_runs import DbtRun
-
-
-def _target(run: DbtRun) -> UploadTarget:
-    return UploadTarget("ns", "cm", run.target_path, run.log_file)
+from kubedbt.io.uploader import json_members
+from tests.unit.dbt_runs import DbtRun, copy_example, invoke, load_with_dbt
+from tests.unit.packed import pack_every_level, round_trip
 
 
 def _round_trip(run: DbtRun) -> results.RunResults:
-    run_results, events = collect(_target(run))
-    data, binary, status = results.pack(run_results, events)
-    annotations = {results.UPLOAD_STATUS: status}
-    return results.decode(
-        {"metadata": {"annotations": annotations}, "data": data, "binaryData": binary}
-    )
+    return round_trip(run.target_path, run.log_file)
 
 
 def test_exit_codes_follow_dbt(dbt_runs: dict[str, DbtRun]) -> None:
@@ -84,9 +83,172 @@ def test_parse_error_leaves_no_results_but_a_digest(dbt_runs: dict[str, DbtRun])
     assert any("fail_parse is set" in e["message"] for e in decoded.log_events)
 
 
+def _read_all(stream: TextIO, read_chars: int) -> dict[str, Any]:
+    """Every member, the results iterator drawn into a list, as the packer draws it."""
+    return {
+        key: list(value) if isinstance(value, Iterator) else value
+        for key, value in json_members(stream, read_chars=read_chars)
+    }
+
+
+@pytest.mark.parametrize("read_chars", [1, 7, 4096])
+def test_streamed_reading_equals_json_load(dbt_runs: dict[str, DbtRun], read_chars: int) -> None:
+    path = dbt_runs["fail_model"].target_path / "run_results.json"
+    with path.open() as stream:
+        assert _read_all(stream, read_chars) == json.loads(path.read_text())
+
+
+@pytest.mark.parametrize(
+    "broken",
+    ['{"results": [{"a": 1}, ', '{"results": [1 2]}', "[]", '{"elapsed_time": 1.5'],
+)
+def test_streamed_reading_refuses_what_is_not_one_json_object(broken: str) -> None:
+    with pytest.raises(ValueError, match=r"(?i)expect"):
+        _read_all(io.StringIO(broken), 3)
+
+
 def test_stdout_stays_text_while_the_log_file_is_json(dbt_runs: dict[str, DbtRun]) -> None:
     run = dbt_runs["success"]
     assert not run.stdout.lstrip().startswith("{")
     lines = run.log_file.read_text().splitlines()
     assert lines
     assert all(json.loads(line)["info"]["name"] for line in lines)
+
+
+# --- source freshness ----------------------------------------------------------------------------
+
+# Hours since each test source was last loaded, against warn_after 12 and error_after 24 hours.
+SOURCE_AGES = {"fresh": 1, "late": 18, "stale": 48}
+FRESHNESS_CASES = {
+    "pass": ["fresh"],
+    "warn": ["fresh", "late"],
+    "error": ["fresh", "late", "stale"],
+}
+
+
+def _sources_yml(project: Path) -> str:
+    """Sources over the orders seed, its dates moved so that the latest order is as old as the
+    source's age: freshness then depends on the thresholds, not on the day the test runs."""
+    with (project / "seeds" / "raw_orders.csv").open() as rows:
+        latest = max(row["order_date"] for row in csv.DictReader(rows))
+    tables = "".join(
+        f"""      - name: {name}
+        identifier: raw_orders
+        loaded_at_field: >-
+          current_timestamp - interval {hours} hour
+          - (timestamp '{latest}' - cast(order_date as timestamp))
+"""
+        for name, hours in SOURCE_AGES.items()
+    )
+    return f"""version: 2
+sources:
+  - name: kubedbt_test
+    schema: main
+    freshness:
+      warn_after: {{count: 12, period: hour}}
+      error_after: {{count: 24, period: hour}}
+    tables:
+{tables}"""
+
+
+@pytest.fixture(scope="module")
+def freshness_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, DbtRun]:
+    """`dbt source freshness` after `dbt seed`, once per case, each on a copy of one warehouse."""
+    work = tmp_path_factory.mktemp("freshness")
+    seeded = work / "seeded"
+    project = copy_example(seeded)
+    (project / "models" / "staging" / "_kubedbt_test.yml").write_text(_sources_yml(project))
+    seed = invoke(project, seeded, "seed")
+    assert seed.exit_code == 0, seed.stdout[-2000:]
+    runs = {}
+    for case, names in FRESHNESS_CASES.items():
+        base = work / case
+        base.mkdir()
+        shutil.copy(seeded / "warehouse.duckdb", base / "warehouse.duckdb")
+        selected = [f"source:kubedbt_test.{name}" for name in names]
+        run = invoke(project, base, "source", "freshness", "--select", *selected)
+        runs[case] = dataclasses.replace(run, name=case)
+    return runs
+
+
+def _sources(run: DbtRun) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((run.target_path / "sources.json").read_text())
+    return document
+
+
+def test_freshness_exit_codes_follow_dbt(freshness_runs: dict[str, DbtRun]) -> None:
+    codes = {name: run.exit_code for name, run in freshness_runs.items()}
+    assert codes == {"pass": 0, "warn": 0, "error": 1}, {
+        name: run.stdout[-2000:] for name, run in freshness_runs.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("case", "counts"),
+    [
+        ("pass", {"pass": 1}),
+        ("warn", {"pass": 1, "warn": 1}),
+        ("error", {"error": 1, "pass": 1, "warn": 1}),
+    ],
+)
+def test_freshness_uploads_sources_and_summarizes_them(
+    freshness_runs: dict[str, DbtRun], case: str, counts: dict[str, int]
+) -> None:
+    run = freshness_runs[case]
+    assert not (run.target_path / "run_results.json").exists()
+    written = _sources(run)
+    decoded = _round_trip(run)
+    assert decoded.status == "uploaded"
+    assert decoded.sources == written
+    assert decoded.run_results is None
+    summary = decoded.summary
+    assert summary is not None
+    assert summary["command"] == "source freshness"
+    assert summary["counts"] == counts
+    assert summary["nodes"] == len(written["results"])
+    assert summary["invocation_id"] == written["metadata"]["invocation_id"]
+    fields = results.SourceFreshness.__annotations__
+    assert summary["freshness"] == [
+        {key: r[key] for key in fields} for r in written["results"] if r["status"] != "pass"
+    ]
+    assert summary["freshness_omitted"] == 0
+    assert [f["unique_id"] for f in summary["failures"]] == [
+        r["unique_id"] for r in written["results"] if r["status"] == "error"
+    ]
+    assert summary["dropped"] == []
+
+
+def test_a_stale_source_is_a_failure_saying_how_old(freshness_runs: dict[str, DbtRun]) -> None:
+    written = _sources(freshness_runs["error"])
+    (stale,) = [r for r in written["results"] if r["status"] == "error"]
+    summary = _round_trip(freshness_runs["error"]).summary
+    assert summary is not None
+    (failure,) = summary["failures"]
+    assert failure == {
+        "unique_id": "source.jaffle_shop.kubedbt_test.stale",
+        "status": "error",
+        "message": f"max_loaded_at {stale['max_loaded_at']} is 2 days old, error_after 24 hours",
+        "failures": None,
+    }
+    (late,) = [f for f in summary["freshness"] if f["status"] == "warn"]
+    assert late["criteria"] == {
+        "warn_after": {"count": 12, "period": "hour"},
+        "error_after": {"count": 24, "period": "hour"},
+        "filter": None,
+    }
+
+
+def test_sources_load_in_dbt_at_every_level(
+    freshness_runs: dict[str, DbtRun], tmp_path: Path
+) -> None:
+    written = _sources(freshness_runs["error"])
+    levels = pack_every_level(freshness_runs["error"].target_path)
+    steps = ["sources:timing", "sources:successful_results"]
+    assert [level.dropped for level in levels] == [[], steps[:1], steps, [*steps, "sources"]]
+    files = []
+    for n, level in enumerate(levels[:-1]):
+        assert level.decoded.sources is not None
+        files.append(tmp_path / f"sources_{n}.json")
+        files[-1].write_text(json.dumps(level.decoded.sources))
+    assert levels[-1].decoded.sources is None
+    assert load_with_dbt(*files) == [len(written["results"])] * 2 + [1]

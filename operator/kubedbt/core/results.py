@@ -1,29 +1,26 @@
 """What a run's results ConfigMap holds, how it is packed under the size limit, and how it is read.
 
-The sidecar packs three things into the ConfigMap the operator created:
+The sidecar packs these into the ConfigMap the operator created:
 - `run_results.json.gz` (binaryData): dbt's run_results.json, gzip-compressed;
-- `summary.json` (data): counts by status, failed nodes with messages, the slowest nodes, ids;
+- `sources.json.gz` (binaryData): what `dbt source freshness` writes instead of run_results;
+- `summary.json` (data): counts by status, failed nodes with messages, the slowest nodes, the
+  sources that are not fresh, what was given up to fit;
 - `log_digest.json` (data): the error-level events of dbt's JSON log (code, name, message, node),
   which is the classifier's evidence even when dbt wrote no run_results (exit code 2).
 and marks it with the annotation `kubedbt.io/upload-status`: `pending` (created, nothing uploaded
 yet), `uploaded` (results present), `no-results` (dbt wrote none; the digest says why) or `failed`
 (the sidecar could not read what dbt wrote; `kubedbt.io/upload-error` says why).
 
-A ConfigMap holds at most 1 MiB. When the compressed run_results do not fit, the packer gives up
-detail in a fixed order and records each step in the summary's `dropped` list: first
-`compiled_code`, then long messages are shortened, then timings and adapter responses go, and
-last the results of successful nodes (their counts stay in the summary; errored, failed and skipped
-nodes stay, so `dbt retry` on the next try still knows what to rerun).
+A ConfigMap holds at most 1 MiB: kubedbt.core.packing packs the artifact within it, streaming.
 """
 
 from __future__ import annotations
 
 import base64
-import copy
 import gzip
 import json
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypedDict
 
@@ -33,21 +30,29 @@ CONFIGMAP_LIMIT: Final = 1024 * 1024
 # Room kept for metadata (labels, annotations, managed fields) inside the object size limit.
 METADATA_RESERVE: Final = 64 * 1024
 RUN_RESULTS_KEY: Final = "run_results.json.gz"
+SOURCES_KEY: Final = "sources.json.gz"
 SUMMARY_KEY: Final = "summary.json"
 LOG_DIGEST_KEY: Final = "log_digest.json"
 UPLOAD_STATUS: Final = "kubedbt.io/upload-status"
 UPLOAD_ERROR: Final = "kubedbt.io/upload-error"
+FRESHNESS_COMMAND: Final = "source freshness"
 
 UploadStatus = Literal["pending", "uploaded", "no-results", "failed"]
+ArtifactKind = Literal["run_results", "sources"]
 UPLOAD_STATUSES: Final[tuple[UploadStatus, ...]] = ("pending", "uploaded", "no-results", "failed")
 FAILED_STATUSES: Final = frozenset({"error", "fail", "runtime error"})
 SUCCESSFUL_STATUSES: Final = frozenset({"success", "pass", "warn"})
 
 MAX_FAILURES: Final = 50
+MAX_FRESHNESS: Final = 50
 MAX_SLOWEST: Final = 5
 MAX_EVENTS: Final = 50
 MESSAGE_CHARS: Final = 1000
 SHORT_MESSAGE_CHARS: Final = 200
+
+# A dbt artifact as its top-level (key, value) pairs in file order; the value of "results" may be
+# an iterator, consumed before the next pair is read, so a large file is never held whole.
+Members = Iterable[tuple[str, Any]]
 
 
 class NodeFailure(TypedDict):
@@ -66,6 +71,18 @@ class NodeTiming(TypedDict):
     execution_time: float
 
 
+class SourceFreshness(TypedDict):
+    """A source `dbt source freshness` did not find fresh (warn, error or runtime error)."""
+
+    unique_id: str
+    status: str
+    max_loaded_at: str | None
+    snapshotted_at: str | None
+    max_loaded_at_time_ago_in_s: float | None
+    # warn_after / error_after (and filter), as dbt wrote them.
+    criteria: dict[str, Any] | None
+
+
 class Summary(TypedDict):
     """The small, always-present account of a run."""
 
@@ -79,6 +96,8 @@ class Summary(TypedDict):
     failures: list[NodeFailure]
     failures_omitted: int
     slowest: list[NodeTiming]
+    freshness: list[SourceFreshness]
+    freshness_omitted: int
     dropped: list[str]
 
 
@@ -100,47 +119,155 @@ class RunResults:
     run_results: dict[str, Any] | None = None
     log_events: list[LogEvent] = field(default_factory=list)
     upload_error: str | None = None
+    sources: dict[str, Any] | None = None
 
 
-def summarize(run_results: Mapping[str, Any]) -> Summary:
-    """The summary of a run_results.json document."""
-    results: list[Mapping[str, Any]] = list(run_results.get("results") or [])
-    metadata = run_results.get("metadata") or {}
-    args = run_results.get("args") or {}
-    failed = [r for r in results if r.get("status") in FAILED_STATUSES]
-    timed = sorted(results, key=lambda r: r.get("execution_time") or 0.0, reverse=True)
+def compact_json(value: Any) -> str:
+    """JSON without spaces, as the packer writes it."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+
+
+def _age(seconds: float) -> str:
+    for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= length:
+            return _count(int(seconds // length), unit)
+    return _count(int(seconds), "second")
+
+
+def freshness_message(result: Mapping[str, Any]) -> str:
+    """Why a source is stale, in words: its last load, how long ago, the threshold it broke."""
+    if "error" in result and "max_loaded_at" not in result:  # a runtime error: no load time
+        return shorten(str(result.get("error") or ""), MESSAGE_CHARS)
+    age = result.get("max_loaded_at_time_ago_in_s")
+    text = f"max_loaded_at {result.get('max_loaded_at')}"
+    if isinstance(age, (int, float)):
+        text += f" is {_age(age)} old"
+    threshold = (result.get("criteria") or {}).get(f"{result.get('status')}_after") or {}
+    if threshold.get("count") is not None:
+        text += f", {result.get('status')}_after {_count(threshold['count'], threshold['period'])}"
+    return text
+
+
+def _freshness(result: Mapping[str, Any]) -> SourceFreshness:
     return {
-        "invocation_id": metadata.get("invocation_id"),
-        "dbt_version": metadata.get("dbt_version"),
-        "generated_at": metadata.get("generated_at"),
-        "elapsed_time": run_results.get("elapsed_time"),
-        "command": args.get("which"),
-        "nodes": len(results),
-        "counts": dict(sorted(Counter(str(r.get("status")) for r in results).items())),
-        "failures": [
-            {
-                "unique_id": str(r.get("unique_id")),
-                "status": str(r.get("status")),
-                "message": shorten(str(r.get("message") or ""), MESSAGE_CHARS),
-                "failures": r.get("failures"),
-            }
-            for r in failed[:MAX_FAILURES]
-        ],
-        "failures_omitted": max(0, len(failed) - MAX_FAILURES),
-        "slowest": [
-            {
-                "unique_id": str(r.get("unique_id")),
-                "execution_time": float(r.get("execution_time") or 0),
-            }
-            for r in timed[:MAX_SLOWEST]
-        ],
-        "dropped": [],
+        "unique_id": str(result.get("unique_id")),
+        "status": str(result.get("status")),
+        "max_loaded_at": result.get("max_loaded_at"),
+        "snapshotted_at": result.get("snapshotted_at"),
+        "max_loaded_at_time_ago_in_s": result.get("max_loaded_at_time_ago_in_s"),
+        "criteria": result.get("criteria"),
     }
+
+
+class Tally:
+    """The summary of one artifact, built one result at a time (a file is never held whole)."""
+
+    def __init__(self, *, of_sources: bool) -> None:
+        # sources.json has no args: only `dbt source freshness` writes it.
+        self.command: str | None = FRESHNESS_COMMAND if of_sources else None
+        self.of_sources = of_sources
+        self.metadata: Mapping[str, Any] = {}
+        self.elapsed_time: float | None = None
+        self.counts: Counter[str] = Counter()
+        self.failures: list[NodeFailure] = []
+        self.freshness: list[SourceFreshness] = []
+        self.stale = 0
+        self.slowest: list[NodeTiming] = []
+
+    def member(self, key: str, value: Any) -> None:
+        """A top-level member of the artifact other than its results."""
+        if key == "metadata" and isinstance(value, Mapping):
+            self.metadata = value
+        elif key == "elapsed_time" and isinstance(value, (int, float)):
+            self.elapsed_time = value
+        elif key == "args" and isinstance(value, Mapping) and value.get("which"):
+            self.command = str(value["which"])
+
+    def result(self, result: Mapping[str, Any]) -> None:
+        """One node's (or source's) result."""
+        status = str(result.get("status"))
+        unique_id = str(result.get("unique_id"))
+        self.counts[status] += 1
+        if status in FAILED_STATUSES and len(self.failures) < MAX_FAILURES:
+            message = freshness_message(result) if self.of_sources else result.get("message")
+            self.failures.append(
+                {
+                    "unique_id": unique_id,
+                    "status": status,
+                    "message": shorten(str(message or ""), MESSAGE_CHARS),
+                    "failures": result.get("failures"),
+                }
+            )
+        if self.of_sources and status != "pass":
+            self.stale += 1
+            if len(self.freshness) < MAX_FRESHNESS:
+                self.freshness.append(_freshness(result))
+        timing: NodeTiming = {
+            "unique_id": unique_id,
+            "execution_time": float(result.get("execution_time") or 0),
+        }
+        # Sorting is stable: among equal times the earlier node stays first.
+        self.slowest = sorted(
+            [*self.slowest, timing], key=lambda t: t["execution_time"], reverse=True
+        )[:MAX_SLOWEST]
+
+    def summary(self, dropped: list[str]) -> Summary:
+        """The summary so far, recording what the packer gave up."""
+        failed = sum(n for status, n in self.counts.items() if status in FAILED_STATUSES)
+        return {
+            "invocation_id": self.metadata.get("invocation_id"),
+            "dbt_version": self.metadata.get("dbt_version"),
+            "generated_at": self.metadata.get("generated_at"),
+            "elapsed_time": self.elapsed_time,
+            "command": self.command,
+            "nodes": sum(self.counts.values()),
+            "counts": dict(sorted(self.counts.items())),
+            "failures": self.failures,
+            "failures_omitted": failed - len(self.failures),
+            "slowest": self.slowest,
+            "freshness": self.freshness,
+            "freshness_omitted": self.stale - len(self.freshness),
+            "dropped": dropped,
+        }
+
+
+def artifact_kind(document: Mapping[str, Any]) -> ArtifactKind:
+    """Which artifact a document is, by its schema version (sources.json or run_results.json)."""
+    schema = str((document.get("metadata") or {}).get("dbt_schema_version"))
+    return "sources" if "/sources/" in schema else "run_results"
+
+
+def results_of(value: Any) -> Iterator[dict[str, Any]]:
+    """The results of an artifact's "results" member (a list, or an iterator when streamed)."""
+    if value is None:
+        return
+    if not isinstance(value, (list, Iterator)):
+        raise ValueError(f"results is a {type(value).__name__}, not a list")
+    for result in value:
+        if not isinstance(result, dict):
+            raise ValueError(f"a result is a {type(result).__name__}, not an object")
+        yield result
+
+
+def summarize(document: Mapping[str, Any]) -> Summary:
+    """The summary of a run_results.json or a sources.json document."""
+    tally = Tally(of_sources=artifact_kind(document) == "sources")
+    for key, value in document.items():
+        tally.member(key, value)
+        if key == "results":
+            for result in results_of(value):
+                tally.result(result)
+    return tally.summary([])
 
 
 def digest_log(lines: Iterable[str]) -> list[LogEvent]:
     """The error-level events of dbt's JSON log; lines that are not JSON events are skipped."""
-    events: list[LogEvent] = []
+    # The last events carry the final error; keep those when there are too many.
+    events: deque[LogEvent] = deque(maxlen=MAX_EVENTS)
     for line in lines:
         try:
             event = json.loads(line)
@@ -165,85 +292,20 @@ def digest_log(lines: Iterable[str]) -> list[LogEvent]:
                 "node": node,
             }
         )
-    # The last events carry the final error; keep those when there are too many.
-    return events[-MAX_EVENTS:]
-
-
-def _compressed(document: Mapping[str, Any]) -> bytes:
-    raw = json.dumps(document, separators=(",", ":")).encode()
-    return gzip.compress(raw, compresslevel=9, mtime=0)
-
-
-def _drop_key(document: dict[str, Any], key: str) -> None:
-    for result in document.get("results") or []:
-        result.pop(key, None)
-
-
-def _shorten_messages(document: dict[str, Any], limit: int) -> None:
-    for result in document.get("results") or []:
-        if isinstance(result.get("message"), str):
-            result["message"] = shorten(result["message"], limit)
-
-
-def _drop_timings(document: dict[str, Any]) -> None:
-    _drop_key(document, "timing")
-    _drop_key(document, "adapter_response")
-
-
-def _keep_unsuccessful(document: dict[str, Any]) -> None:
-    # Skipped nodes stay: `dbt retry` reruns them along with the errored and failed ones.
-    document["results"] = [
-        r for r in document.get("results") or [] if r.get("status") not in SUCCESSFUL_STATUSES
-    ]
-
-
-# Detail given up, in order, until the compressed document fits: (name recorded, step).
-_REDUCTIONS: Final = (
-    ("compiled_code", lambda d: _drop_key(d, "compiled_code")),
-    ("long_messages", lambda d: _shorten_messages(d, SHORT_MESSAGE_CHARS)),
-    ("timing", _drop_timings),
-    ("successful_results", _keep_unsuccessful),
-)
-
-
-def pack(
-    run_results: Mapping[str, Any] | None,
-    log_events: list[LogEvent],
-    *,
-    limit: int = CONFIGMAP_LIMIT,
-) -> tuple[dict[str, str], dict[str, str], UploadStatus]:
-    """The ConfigMap's (data, binaryData, upload status), within `limit` bytes of payload."""
-    budget = limit - METADATA_RESERVE
-    digest_json = json.dumps(log_events)
-    if run_results is None:
-        return {LOG_DIGEST_KEY: digest_json}, {}, "no-results"
-    summary = summarize(run_results)
-    document = copy.deepcopy(dict(run_results))
-    compressed: bytes | None = _compressed(document)
-    reductions = iter(_REDUCTIONS)
-    while compressed is not None:
-        used = len(compressed) + len(json.dumps(summary)) + len(digest_json)
-        if used <= budget:
-            break
-        step = next(reductions, None)
-        if step is None:
-            # Even the failed nodes alone do not fit; the summary and the digest always do.
-            summary["dropped"].append("run_results")
-            compressed = None
-            break
-        name, reduce = step
-        reduce(document)
-        summary["dropped"].append(name)
-        compressed = _compressed(document)
-    data = {SUMMARY_KEY: json.dumps(summary), LOG_DIGEST_KEY: digest_json}
-    binary = {} if compressed is None else {RUN_RESULTS_KEY: base64.b64encode(compressed).decode()}
-    return data, binary, "uploaded"
+    return list(events)
 
 
 def payload_size(data: Mapping[str, str], binary_data: Mapping[str, str]) -> int:
     """Bytes a ConfigMap's payload counts against the limit (binaryData counts decoded)."""
     size = sum(len(k) + len(v.encode()) for k, v in data.items())
     return size + sum(len(k) + len(base64.b64decode(v)) for k, v in binary_data.items())
+
+
+def _gunzip_json(binary: Mapping[str, str], key: str) -> dict[str, Any] | None:
+    if key not in binary:
+        return None
+    document: dict[str, Any] = json.loads(gzip.decompress(base64.b64decode(binary[key])))
+    return document
 
 
 def decode(configmap: Mapping[str, Any]) -> RunResults:
@@ -255,15 +317,13 @@ def decode(configmap: Mapping[str, Any]) -> RunResults:
         status = "failed"
     data = configmap.get("data") or {}
     binary = configmap.get("binaryData") or {}
-    run_results = None
-    if RUN_RESULTS_KEY in binary:
-        run_results = json.loads(gzip.decompress(base64.b64decode(binary[RUN_RESULTS_KEY])))
     summary = json.loads(data[SUMMARY_KEY]) if SUMMARY_KEY in data else None
     events = json.loads(data[LOG_DIGEST_KEY]) if LOG_DIGEST_KEY in data else []
     return RunResults(
         status=status,
         summary=summary,
-        run_results=run_results,
+        run_results=_gunzip_json(binary, RUN_RESULTS_KEY),
         log_events=events,
         upload_error=annotations.get(UPLOAD_ERROR),
+        sources=_gunzip_json(binary, SOURCES_KEY),
     )

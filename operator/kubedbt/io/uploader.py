@@ -2,8 +2,10 @@
 
 It starts before dbt and does nothing until the kubelet sends it SIGTERM, which for a native sidecar
 happens once the dbt container has exited (or when the pod is deleted). Then, inside the pod's
-termination grace period, it reads run_results.json and dbt's JSON log from the shared emptyDir,
-packs them under the ConfigMap size limit and patches the ConfigMap the operator created.
+termination grace period, it reads run_results.json (or the sources.json of `dbt source
+freshness`) and dbt's JSON log from the shared emptyDir, packs them under the ConfigMap size limit
+and patches the ConfigMap the operator created. It streams the files, result by result, because
+its memory limit is small and a large project's run_results is tens of MB.
 
 It never changes the pod's outcome: whatever fails, it logs what and exits 0. When the ConfigMap
 cannot be patched with results, it still tries to mark it `failed` with the reason, so a reader can
@@ -15,13 +17,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from kubedbt.core import results
+from kubedbt.core import packing, results
 from kubedbt.core.errors import shorten
 from kubedbt.io.kube import RunClient
 from kubedbt.io.retry import DEFAULT_POLICY
@@ -43,16 +47,124 @@ class UploadTarget:
     log_file: Path
 
 
-def collect(target: UploadTarget) -> tuple[dict[str, Any] | None, list[results.LogEvent]]:
-    """run_results.json (None when dbt wrote none) and the error events of the JSON log."""
+# Characters read at a time; a value larger than this is read in growing pieces.
+READ_CHARS = 1 << 16
+_NOT_WHITESPACE = re.compile(r"[^ \t\n\r]")
+_DECODER = json.JSONDecoder()
+
+
+class _JsonReader:
+    """JSON values read one at a time from a text stream.
+
+    The buffer holds the value being read and at most what one read brings past it, so a large
+    file costs the memory of its largest value (one result), not of the file. Each turn of a loop
+    here consumes input or reads more, so the end of the file bounds them all.
+    """
+
+    def __init__(self, stream: TextIO, read_chars: int) -> None:
+        self._stream = stream
+        self._read_chars = read_chars
+        self._buffer = ""
+        self._at = 0
+
+    def _more(self) -> bool:
+        """Read more, at least as much again as is buffered (a long value takes few reads)."""
+        kept = self._buffer[self._at :]
+        text = self._stream.read(max(self._read_chars, len(kept)))
+        self._buffer, self._at = kept + text, 0
+        return bool(text)
+
+    def peek(self) -> str:
+        """The next character that is not whitespace ("" at the end)."""
+        while True:
+            found = _NOT_WHITESPACE.search(self._buffer, self._at)
+            if found:
+                self._at = found.start()
+                return found.group()
+            self._at = len(self._buffer)
+            if not self._more():
+                return ""
+
+    def expect(self, allowed: str) -> str:
+        """Consume the next character, one of `allowed`."""
+        found = self.peek()
+        if not found or found not in allowed:
+            raise ValueError(f"expected one of {allowed!r}, found {found or 'the end'!r}")
+        self._at += 1
+        return found
+
+    def value(self) -> Any:
+        """The next JSON value."""
+        self.peek()
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self._buffer, self._at)
+            except json.JSONDecodeError:
+                if not self._more():
+                    raise
+                continue
+            # A number that ends the buffer may go on in the next read.
+            if end < len(self._buffer) or not self._more():
+                self._at = end
+                return value
+
+    def items(self) -> Iterator[Any]:
+        """The values of the array that comes next, one at a time."""
+        self.expect("[")
+        if self.peek() == "]":
+            self.expect("]")
+            return
+        while True:
+            yield self.value()
+            if self.expect(",]") == "]":
+                return
+
+
+def json_members(stream: TextIO, *, read_chars: int = READ_CHARS) -> Iterator[tuple[str, Any]]:
+    """The top-level (key, value) pairs of a JSON object, the "results" array as an iterator.
+
+    Each pair is read when the previous one has been used; the results iterator is drained before
+    the next pair even if the consumer stopped early.
+    """
+    reader = _JsonReader(stream, read_chars)
+    reader.expect("{")
+    if reader.peek() == "}":
+        return
+    while True:
+        key = reader.value()
+        if not isinstance(key, str):
+            raise ValueError(f"expected a key, found {key!r}")
+        reader.expect(":")
+        if key == "results" and reader.peek() == "[":
+            results = reader.items()
+            yield key, results
+            for _ in results:
+                pass
+        else:
+            yield key, reader.value()
+        if reader.expect(",}") == "}":
+            return
+
+
+def read_and_pack(
+    target: UploadTarget, *, limit: int = results.CONFIGMAP_LIMIT
+) -> tuple[dict[str, str], dict[str, str], results.UploadStatus]:
+    """Pack what dbt wrote: run_results.json, or sources.json for `dbt source freshness`.
+
+    Both are streamed from disk, never read whole: a large project's run_results can be larger
+    than the sidecar's memory limit.
+    """
     events: list[results.LogEvent] = []
     if target.log_file.exists():
         with target.log_file.open(encoding="utf-8", errors="replace") as lines:
             events = results.digest_log(lines)
-    run_results_file = target.target_path / "run_results.json"
-    if not run_results_file.exists():
-        return None, events
-    return json.loads(run_results_file.read_text(encoding="utf-8")), events
+    kinds: tuple[results.ArtifactKind, ...] = ("run_results", "sources")
+    for kind in kinds:
+        path = target.target_path / f"{kind}.json"
+        if path.exists():
+            with path.open(encoding="utf-8") as stream:
+                return packing.pack_members(json_members(stream), events, kind=kind, limit=limit)
+    return packing.pack_members(None, events, limit=limit)
 
 
 def patch_body(
@@ -71,8 +183,7 @@ def patch_body(
 async def upload(client: RunClient, target: UploadTarget) -> results.UploadStatus:
     """Read, pack and patch; returns the status written. Raises when the API keeps refusing."""
     try:
-        run_results, events = collect(target)
-        data, binary, status = results.pack(run_results, events)
+        data, binary, status = read_and_pack(target)
         error = None
     except (OSError, ValueError) as e:
         log.exception("could not read dbt's artifacts")
