@@ -8,21 +8,20 @@ import re
 import pytest
 
 from kubedbt.cli.describe import describe_lines
-from kubedbt.core.results import decode
 from tests.cli.test_run_info import recorded
 
-NOW = datetime.datetime(2026, 11, 22, 9, 0, tzinfo=datetime.timezone.utc)
 
-
-def describe(scenario: str) -> str:
+def describe(scenario: str, after: float = 0.0) -> str:
+    """describe's output `after` seconds past the moment the scenario was recorded."""
     data = recorded(scenario)
-    configmap = data["configmap"]
-    return "\n".join(describe_lines(data["job"], data["pods"], decode(configmap), now=NOW))
+    now = datetime.datetime.fromtimestamp(data["recorded_at"] + after, datetime.timezone.utc)
+    lines = describe_lines(data["job"], data["pods"], data["configmap"], data["events"], now=now)
+    return "\n".join(lines)
 
 
 def test_a_failed_data_test() -> None:
-    out = describe("test_failure")
-    assert "Age:          46m" in out  # created 08:13:31
+    out = describe("test_failure", after=46 * 60)
+    assert "Age:          46m" in out
     assert "Status:       Failed" in out
     assert "Kind:       tests_failed" in out
     assert "Retryable:  no" in out
@@ -42,15 +41,25 @@ def test_an_oom_kill_names_the_limit() -> None:
 @pytest.mark.parametrize(
     ("scenario", "shown"),
     [
-        ("image_pull", "Kind:       image_pull_failed"),
+        ("image_not_found", "Kind:       image_invalid"),
         ("invalid_image", "Kind:       image_invalid"),
         ("missing_secret", "Kind:       container_config_error"),
     ],
 )
-def test_a_run_that_cannot_start_has_an_outcome_so_far(scenario: str, shown: str) -> None:
+def test_a_run_that_cannot_start_has_the_outcome_the_watch_gives_it(
+    scenario: str, shown: str
+) -> None:
     out = describe(scenario)
-    assert "Outcome so far (the run has not finished):" in out
+    assert "Outcome (the watch ends the run here; its Job has not):" in out
     assert shown in out
+
+
+def test_a_pull_error_is_waited_for_then_judged_at_startup_timeout() -> None:
+    assert "Outcome:      none yet (the run is running)" in describe("image_pull")
+    out = describe("image_pull", after=600)  # past the default startup_timeout of 300 s
+    assert "Kind:       image_pull_failed" in out
+    assert "Events (warnings, oldest first):" in out
+    assert "Failed to pull image" in out
 
 
 def test_an_unschedulable_run_has_no_outcome_yet_but_says_why() -> None:

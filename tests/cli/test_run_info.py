@@ -13,10 +13,10 @@ from kubedbt.cli.run_info import (
     RunFilter,
     RunInfo,
     job_status,
-    memory_limit,
     newest_first,
     pick_run,
 )
+from kubedbt.core.classify import memory_limit
 
 RECORDED = Path(__file__).parents[1] / "unit" / "fixtures" / "status"
 
@@ -71,8 +71,9 @@ def test_run_info_from_a_recorded_job() -> None:
     assert run.results_configmap == f"{run.name}-results"
     assert run.created is not None
     assert run.created.tzinfo is not None
-    assert memory_limit(recorded("oom_killed")["job"]) == "300Mi"
-    assert memory_limit(recorded("success")["job"]) is None
+    assert memory_limit(recorded("oom_killed")["job"], "dbt") == "300Mi"
+    assert memory_limit(recorded("success")["job"], "dbt") is None
+    assert memory_limit(recorded("success")["job"], "results-uploader") == "128Mi"
 
 
 def _job(name: str, created: str, **annotations: str) -> dict[str, Any]:

@@ -105,4 +105,6 @@ build_etcd
 go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$HELM_BIN" \
   "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$KWOK_BIN" "-s -w"
+go_install registry "github.com/google/go-containerregistry/cmd/registry@$REGISTRY_VERSION" \
+  "$REGISTRY_BIN" "-s -w"
 log "binaries ready under $KUBEDBT_CACHE/bin"

@@ -21,6 +21,7 @@ fi
 # (images.sh) runs on the cluster's containerd, so it goes before that.
 stop_daemon kubelet
 stop_daemon kube-proxy
+stop_daemon registry
 stop_daemon dockerd
 
 # Pod containers. Without the kubelet there is no CRI client to tear sandboxes down, so the tasks

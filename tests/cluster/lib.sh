@@ -32,8 +32,12 @@ admin_kubeconfig=$KUBEDBT_STATE/admin.kubeconfig
 
 # The host daemons in start order; down.sh stops them in reverse.
 components=(
-  etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy
+  etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy registry
 )
+# An empty image registry on the node (plain HTTP: containerd's CRI trusts localhost without TLS).
+# Pulling any image from it fails the way a tag that does not exist fails; tests of pull errors
+# use it.
+REGISTRY_PORT=5901
 
 log() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }
 die() {

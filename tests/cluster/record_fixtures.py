@@ -18,6 +18,7 @@ is deleted in all cases.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -32,7 +33,9 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config import new_client_from_config
 
 from kubedbt import DbtRunSpec, RunIdentity, render_job, render_results_configmap
-from kubedbt.core.render import DBT_CONTAINER, owned_by_job
+from kubedbt.core.naming import DBT_CONTAINER
+from kubedbt.core.render import owned_by_job, retry_spec
+from kubedbt.core.results import RUN_RESULTS_KEY
 
 JSON = dict[str, Any]
 
@@ -156,18 +159,37 @@ def delete_pod(core: client.CoreV1Api, namespace: str, pod: str) -> None:
     core.delete_namespaced_pod(pod, namespace)
 
 
+def waiting(container: str, *reasons: str) -> Done:
+    def done(run: Run) -> bool:
+        for status in (run.newest_pod() or {}).get("status", {}).get("initContainerStatuses") or []:
+            if status.get("name") == container:
+                return (status.get("state") or {}).get("waiting", {}).get("reason") in reasons
+        return False
+
+    return done
+
+
 @dataclass(frozen=True)
 class Scenario:
-    """One way a run ends, and how to bring it about."""
+    """One way a run ends, and how to bring it about.
+
+    corrupt_state: the try resumes (`dbt retry`) from a results ConfigMap whose archive is not gzip.
+    """
 
     name: str
     options: Mapping[str, Any]
     done: Done
     timeout: float
     action: Action | None = None
+    corrupt_state: bool = False
 
 
 SLOW = {"vars": {"slow_seconds": 120}}
+# The cluster's empty registry (tests/cluster/lib.sh): every tag is missing there.
+REGISTRY = os.environ.get("KUBEDBT_TEST_REGISTRY", "127.0.0.1:5901")
+# Nothing listens here: a registry that is down.
+DOWN_REGISTRY = "127.0.0.1:5999"
+PULLING = ("ErrImagePull", "ImagePullBackOff")
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("success", {}, job_finished("Complete"), 300),
     Scenario("test_failure", {"vars": {"fail_test": True}}, job_finished("Failed"), 300),
@@ -190,10 +212,66 @@ SCENARIOS: tuple[Scenario, ...] = (
         300,
     ),
     Scenario(
-        "image_pull",
-        {"image": "kubedbt/no-such-image:dev"},
-        dbt_waiting("ErrImagePull", "ImagePullBackOff"),
+        "image_pull", {"image": f"{DOWN_REGISTRY}/kubedbt/dbt:dev"}, dbt_waiting(*PULLING), 120
+    ),
+    Scenario(
+        "image_not_found",
+        {"image": f"{REGISTRY}/kubedbt/dbt:no-such-tag"},
+        dbt_waiting("ErrImagePull"),
         120,
+    ),
+    Scenario(
+        "sidecar_image_not_found",
+        {"sidecar_image": f"{REGISTRY}/kubedbt/sidecar:no-such-tag"},
+        waiting("results-uploader", "ErrImagePull"),
+        120,
+    ),
+    Scenario(
+        "no_dbt_in_image",
+        {"image": "kubedbt/sidecar:dev"},
+        job_finished("Failed"),
+        120,
+    ),
+    Scenario("restore_failed", {}, job_finished("Failed"), 120, corrupt_state=True),
+    Scenario(
+        "warehouse_unreachable",
+        {
+            "target": "postgres",
+            "env_vars": {
+                "POSTGRES_HOST": "127.0.0.1",
+                "POSTGRES_PORT": "1",  # nothing listens: connection refused
+                "POSTGRES_USER": "dbt",
+                "POSTGRES_PASSWORD": "unused",
+                "POSTGRES_DB": "warehouse",
+            },
+        },
+        job_finished("Failed"),
+        120,
+    ),
+    Scenario(
+        "results_missing",
+        # The default ServiceAccount may not patch the ConfigMap: nothing is uploaded.
+        {"vars": {"fail_test": True}, "service_account_name": "default"},
+        job_finished("Failed"),
+        300,
+    ),
+    Scenario(
+        "sidecar_oom",
+        {"sidecar_resources": {"limits": {"memory": "24Mi"}}, "vars": {"fail_test": True}},
+        job_finished("Failed"),
+        300,
+    ),
+    Scenario(
+        "sources_stale",
+        {"command": "source freshness", "vars": {"source_age_hours": 48}},
+        job_finished("Failed"),
+        300,
+    ),
+    Scenario(
+        "sources_warn",
+        {"command": "source freshness", "vars": {"source_age_hours": 18}},
+        job_finished("Complete"),
+        300,
     ),
     Scenario(
         "invalid_image", {"image": "Kubedbt/Invalid:Name"}, dbt_waiting("InvalidImageName"), 120
@@ -244,7 +322,11 @@ class Recorder:
         }
         spec = DbtRunSpec(**{**base, **scenario.options})
         identity = RunIdentity("record_fixtures", scenario.name, "recorded")
-        job = self.batch.create_namespaced_job(self.namespace, render_job(spec, identity))
+        state_from = self.corrupt_state(scenario.name) if scenario.corrupt_state else None
+        rendered = render_job(
+            retry_spec(spec) if state_from else spec, identity, state_from=state_from
+        )
+        job = self.batch.create_namespaced_job(self.namespace, rendered)
         configmap = owned_by_job(
             render_results_configmap(spec, identity), job.metadata.name, job.metadata.uid
         )
@@ -252,9 +334,11 @@ class Recorder:
         run = Run(job_name=job.metadata.name)
         try:
             self.follow(run, scenario)
+            recorded_at = time.time()
             stored = self.core.read_namespaced_config_map(
                 configmap["metadata"]["name"], self.namespace
             )
+            events = self.events(run)
         finally:
             self.batch.delete_namespaced_job(
                 run.job_name, self.namespace, propagation_policy="Background"
@@ -263,10 +347,38 @@ class Recorder:
             run.pods.values(),
             key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]),
         )
-        fixture = {"job": run.job, "pods": pods, "configmap": self.to_json(stored)}
+        fixture = {
+            "job": run.job,
+            "pods": pods,
+            "configmap": self.to_json(stored),
+            "events": events,
+            "recorded_at": round(recorded_at, 3),
+        }
         path = self.out / f"{scenario.name}.json"
         path.write_text(json.dumps(fixture, indent=2, sort_keys=True) + "\n")
         return path
+
+    def corrupt_state(self, name: str) -> str:
+        """A results ConfigMap whose archive is not gzip: restore-state fails on it."""
+        configmap = {
+            "metadata": {"name": f"corrupt-state-{name}".replace("_", "-")},
+            "binaryData": {RUN_RESULTS_KEY: base64.b64encode(b"not gzip").decode()},
+        }
+        self.core.create_namespaced_config_map(self.namespace, configmap)
+        return str(configmap["metadata"]["name"])
+
+    def events(self, run: Run) -> list[JSON]:
+        """The Events of the run's Job and pods, as the watch reads them at the end."""
+        found = []
+        for kind, name in [("Job", run.job_name), *(("Pod", pod) for pod in sorted(run.pods))]:
+            listing = self.core.list_namespaced_event(
+                self.namespace,
+                field_selector=f"involvedObject.kind={kind},involvedObject.name={name}",
+            )
+            found += [self.to_json(event) for event in listing.items]
+        return sorted(
+            found, key=lambda e: (e["metadata"]["creationTimestamp"], e["metadata"]["name"])
+        )
 
     def follow(self, run: Run, scenario: Scenario) -> None:
         """Watch the run's pods (reading the Job between events) until the scenario is done."""

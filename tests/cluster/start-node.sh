@@ -110,3 +110,4 @@ oomScoreAdj: 0
 nodePortAddresses: [primary]
 EOF
 start_daemon kube-proxy "$K8S_BIN/kube-proxy" --config "$config_dir/kube-proxy.yaml"
+start_daemon registry "$REGISTRY_BIN/registry" -port "$REGISTRY_PORT"

@@ -32,6 +32,7 @@ from kubedbt.airflow import DbtJobTrigger
 from kubedbt.airflow.trigger import ConnectionArgs, TriggerArgs
 from kubedbt.core import naming
 from kubedbt.core.progress import job_finished
+from kubedbt.core.render import retry_spec
 from kubedbt.io import informer as informer_module
 from kubedbt.io.informer import InformerOptions, InformerStats, shared_informer
 from kubedbt.io.kube import RunClient
@@ -93,12 +94,17 @@ class Run:
             dag_id="tracking", task_id="build", run_id=f"r-{uuid.uuid4().hex[:8]}", try_number=1
         )
         self.job_name = naming.job_name(self.identity)
+        self.state_from: str | None = None  # a results ConfigMap to `dbt retry` from
 
     async def create(self) -> str:
         """Create the Job and its ConfigMap; the Job's uid."""
         async with self.connection.async_hook().get_conn() as api_client:
+            # The operator records the watch's limits on the Job, for kubectl dbt describe.
+            limits = {naming.STARTUP_TIMEOUT_ANNOTATION: f"{self.startup_timeout:g}"}
+            spec = retry_spec(self.spec) if self.state_from else self.spec
+            job = render_job(spec, self.identity, state_from=self.state_from, annotations=limits)
             created = await RunClient(api_client).create_run(
-                render_job(self.spec, self.identity),
+                job,
                 render_results_configmap(self.spec, self.identity),
             )
         return created.uid
@@ -143,7 +149,7 @@ async def _job_end_seen(namespace: str, job_name: str) -> float:
                         return time.time()
 
 
-async def _dbt_running(api_client: client.ApiClient, run: Run, timeout: float = 180) -> None:
+async def dbt_running(api_client: client.ApiClient, run: Run, timeout: float = 180) -> None:
     core = client.CoreV1Api(api_client)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -219,7 +225,7 @@ def test_a_job_deleted_mid_run_ends_it_within_seconds(
     async def scenario() -> tuple[dict[str, Any], float]:
         await run.create()
         waiting = asyncio.ensure_future(run.wait())
-        await _dbt_running(api_client, run)
+        await dbt_running(api_client, run)
         client.BatchV1Api(api_client).delete_namespaced_job(
             run.job_name, namespace, propagation_policy="Background"
         )
@@ -241,7 +247,7 @@ def test_a_suspended_job_ends_at_the_startup_timeout(
 
     async def scenario() -> tuple[dict[str, Any], float]:
         await run.create()
-        await _dbt_running(api_client, run)
+        await dbt_running(api_client, run)
         client.BatchV1Api(api_client).patch_namespaced_job(
             run.job_name, namespace, {"spec": {"suspend": True}}
         )
@@ -282,7 +288,7 @@ def test_a_token_that_stops_working_mid_run_is_reloaded(
         async with _informer_of(run, watch_seconds=(10, 15)) as informer:
             uid = await run.create()
             waiting = asyncio.ensure_future(run.wait())
-            await _dbt_running(api_client, run)
+            await dbt_running(api_client, run)
             write_kubeconfig(path, api_client, namespace, launcher_token(api_client, namespace))
             core.delete_namespaced_secret("token-anchor", namespace)
             event, _ = await waiting
@@ -326,7 +332,7 @@ def test_a_compacted_history_relists_and_the_run_goes_on(
         async with _informer_of(run) as informer:
             await run.create()
             waiting = asyncio.ensure_future(run.wait())
-            await _dbt_running(api_client, run)
+            await dbt_running(api_client, run)
             await asyncio.to_thread(_kill_compact_restart)
             event, _ = await waiting
             return event, informer.stats

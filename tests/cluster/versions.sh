@@ -5,6 +5,8 @@ K8S_VERSION=${K8S_VERSION:-v1.34.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.5.35}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
+# go-containerregistry's registry: an empty registry on the node, for tests of pull errors.
+REGISTRY_VERSION=${REGISTRY_VERSION:-v0.22.1}
 
 # Built binaries live outside the repository, keyed by version, so clean clones reuse them.
 KUBEDBT_CACHE=${KUBEDBT_CACHE:-/var/cache/kubedbt}
@@ -12,8 +14,9 @@ K8S_BIN=$KUBEDBT_CACHE/bin/kubernetes-$K8S_VERSION
 ETCD_BIN=$KUBEDBT_CACHE/bin/etcd-$ETCD_VERSION
 HELM_BIN=$KUBEDBT_CACHE/bin/helm-$HELM_VERSION
 KWOK_BIN=$KUBEDBT_CACHE/bin/kwok-$KWOK_VERSION
+REGISTRY_BIN=$KUBEDBT_CACHE/bin/registry-$REGISTRY_VERSION
 
 # Runtime state of the cluster: certificates, etcd data, logs, pids. The admin kubeconfig is at
 # $KUBEDBT_STATE/admin.kubeconfig (documented in the README).
 KUBEDBT_STATE=${KUBEDBT_STATE:-/var/lib/kubedbt-cluster}
-export KUBEDBT_CACHE KUBEDBT_STATE K8S_VERSION ETCD_VERSION HELM_VERSION KWOK_VERSION
+export KUBEDBT_CACHE KUBEDBT_STATE K8S_VERSION ETCD_VERSION HELM_VERSION KWOK_VERSION REGISTRY_VERSION

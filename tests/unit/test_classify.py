@@ -1,10 +1,11 @@
-"""The classifier on Job, pod and ConfigMap statuses recorded from the real cluster.
+"""The classifier on Job, pod, ConfigMap and Event statuses recorded from the real cluster.
 
 The files under fixtures/status were written by `python -m tests.cluster.record_fixtures`: one
-Job per scenario, rendered by kubedbt itself, with the dbt and sidecar images. Evidence is built
-the way kubedbt.io.watch builds it: the results ConfigMap is decoded only when the run ended
-(no watcher timeout) and the sidecar got to write it, and memory_limit is the dbt container's
-limit, as the operator passes it.
+Job per scenario, rendered by kubedbt itself, with the dbt and sidecar images. Each scenario is
+judged the way the watch and `kubectl dbt describe` judge a run (kubedbt.core.progress.judge):
+the recorded objects are listed into a RunProgress, which decides at a given moment whether the
+run is over and how, and only then is the evidence classified. So a kind that the watch never
+reaches cannot pass here either.
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ from typing import Any, Literal, get_args
 import pytest
 
 from kubedbt.core.classify import (
-    DBT_CONTAINER,
     RETRYABLE,
     Evidence,
+    Outcome,
     OutcomeKind,
     classify,
     container_status,
     latest_pod,
 )
+from kubedbt.core.naming import DBT_CONTAINER
+from kubedbt.core.progress import RunProgress, judge, timestamp
 from kubedbt.core.results import UPLOAD_STATUS, decode
 
 FIXTURES = Path(__file__).parent / "fixtures" / "status"
@@ -36,9 +39,18 @@ SCENARIOS = (
     "parse_error",
     "oom_killed",
     "image_pull",
+    "image_not_found",
+    "sidecar_image_not_found",
     "invalid_image",
     "unschedulable",
     "missing_secret",
+    "no_dbt_in_image",
+    "restore_failed",
+    "warehouse_unreachable",
+    "results_missing",
+    "sidecar_oom",
+    "sources_stale",
+    "sources_warn",
     "evicted",
     "deadline_exceeded",
     "deleted",
@@ -71,36 +83,6 @@ def disrupted(pod: dict[str, Any]) -> bool:
     return any(c["type"] == "DisruptionTarget" and c["status"] == "True" for c in conditions)
 
 
-PodChoice = Literal["all", "disrupted"]
-
-
-def evidence(
-    name: str,
-    *,
-    timed_out: Literal["startup", "execution"] | None = None,
-    pods: PodChoice = "all",
-) -> Evidence:
-    """What the watcher would hand the classifier for a recorded scenario.
-
-    pods="disrupted" keeps only the disrupted pod: the run as it stood when that pod ended, before
-    the Job created its replacement.
-    """
-    data = recorded(name)
-    chosen = data["pods"] if pods == "all" else [p for p in data["pods"] if disrupted(p)]
-    assert chosen, f"{name}: no pod to judge by"
-    configmap = data["configmap"]
-    results = None
-    if timed_out is None and upload_status(configmap) != "pending":
-        results = decode(configmap)
-    return Evidence(
-        job=data["job"],
-        pods=tuple(chosen),
-        results=results,
-        timed_out=timed_out,
-        memory_limit=memory_limit(data["job"]),
-    )
-
-
 # --- the recordings show what they are named after ---
 
 
@@ -124,8 +106,23 @@ def summary(name: str) -> tuple[str | None, list[str], str]:
         else:
             scheduled = [c for c in pod["status"]["conditions"] if c["type"] == "PodScheduled"]
             described = "no-status/PodScheduled={status}/{reason}".format(**scheduled[0])
-        pods.append(described + (" DisruptionTarget" if disrupted(pod) else ""))
+        pods.append(described + (" DisruptionTarget" if disrupted(pod) else "") + _init(pod))
     return (terminal[0] if terminal else None), pods, upload_status(data["configmap"])
+
+
+def _init(pod: dict[str, Any]) -> str:
+    """The init containers that did not simply start (or, restore-state, complete)."""
+    notes = []
+    for status in pod["status"].get("initContainerStatuses") or []:
+        state = status.get("state") or {}
+        last = (status.get("lastState") or {}).get("terminated")
+        if "waiting" in state and state["waiting"]["reason"] != "PodInitializing":
+            notes.append(f" {status['name']}=waiting/{state['waiting']['reason']}")
+        elif "terminated" in state and state["terminated"]["exitCode"] != 0:
+            notes.append(f" {status['name']}=terminated/{state['terminated']['exitCode']}")
+        elif last:
+            notes.append(f" {status['name']}=restarted/{last['reason']}")
+    return "".join(notes)
 
 
 @pytest.mark.parametrize(
@@ -152,6 +149,38 @@ def summary(name: str) -> tuple[str | None, list[str], str]:
             ("Failed/DeadlineExceeded", ["terminated/Error/137"], "no-results"),
         ),
         ("deleted", ("Failed/BackoffLimitExceeded", ["terminated/Error/137"], "no-results")),
+        ("image_not_found", (None, ["waiting/ErrImagePull"], "pending")),
+        (
+            "sidecar_image_not_found",
+            (None, ["waiting/PodInitializing results-uploader=waiting/ErrImagePull"], "pending"),
+        ),
+        (
+            "no_dbt_in_image",
+            ("Failed/BackoffLimitExceeded", ["terminated/StartError/128"], "no-results"),
+        ),
+        (
+            "restore_failed",
+            (
+                "Failed/BackoffLimitExceeded",
+                ["waiting/PodInitializing restore-state=terminated/1"],
+                "pending",
+            ),
+        ),
+        (
+            "warehouse_unreachable",
+            ("Failed/PodFailurePolicy", ["terminated/Error/2"], "no-results"),
+        ),
+        ("results_missing", ("Failed/PodFailurePolicy", ["terminated/Error/1"], "pending")),
+        (
+            "sidecar_oom",
+            (
+                "Failed/PodFailurePolicy",
+                ["terminated/Error/1 results-uploader=terminated/137"],
+                "pending",
+            ),
+        ),
+        ("sources_stale", ("Failed/PodFailurePolicy", ["terminated/Error/1"], "uploaded")),
+        ("sources_warn", ("Complete/CompletionsReached", ["terminated/Completed/0"], "uploaded")),
     ],
 )
 def test_recording_shows_its_scenario(
@@ -161,20 +190,43 @@ def test_recording_shows_its_scenario(
     assert summary(name) == expected
 
 
-# --- the outcome of each recorded scenario ---
+# --- the outcome of each recorded scenario, judged as the watch judges it ---
+
+# When the run is judged: the moment its recording ended, or just past a deadline the watch keeps.
+At = Literal["recorded", "startup", "execution"]
+STARTUP_TIMEOUT = 300.0
+EXECUTION_TIMEOUT = 3600.0
+
+
+def judged(name: str, at: At) -> Outcome | None:
+    """What the watch reports for a recorded scenario at `at` (None: it would still wait)."""
+    data = recorded(name)
+    progress = RunProgress(startup_timeout=STARTUP_TIMEOUT, execution_timeout=EXECUTION_TIMEOUT)
+    progress.listed("job", [data["job"]])
+    progress.listed("pod", data["pods"])
+    progress.listed("configmap", [data["configmap"]])
+    created = timestamp(data["job"], "creationTimestamp")
+    assert created is not None
+    now = {
+        "recorded": float(data["recorded_at"]),
+        "startup": created + STARTUP_TIMEOUT + 1,
+        "execution": created + EXECUTION_TIMEOUT + 1,
+    }[at]
+    configmap = data["configmap"]
+    results = decode(configmap) if upload_status(configmap) != "pending" else None
+    return judge(progress, now, results=results, events=data["events"])
 
 
 @dataclass(frozen=True)
 class Case:
-    """One recorded scenario, the evidence drawn from it, and the outcome it must lead to."""
+    """One recorded scenario, when it is judged, and the outcome it must lead to."""
 
     fixture: str
     kind: OutcomeKind
     retryable: bool
     exit_code: int | None
     words: tuple[str, ...]
-    timed_out: Literal["startup", "execution"] | None = None
-    pods: PodChoice = "all"
+    at: At = "recorded"
 
 
 def case(name: str, *args: Any, **kwargs: Any) -> Any:
@@ -208,15 +260,25 @@ CASES = [
         137,
         ("OOMKilled", "container_resources.limits.memory (now 300Mi)"),
     ),
-    case("image_pull", "image_pull", "image_pull_failed", True, None, ("ErrImagePull",)),
+    # A registry that is down: waited for, then reported as a pull failure (retryable).
     case(
         "image_pull-startup",
         "image_pull",
-        "startup_timeout",
+        "image_pull_failed",
         True,
         None,
-        ("startup_timeout", "ErrImagePull"),
-        timed_out="startup",
+        ("ErrImagePull", "connection refused", "events: "),
+        at="startup",
+    ),
+    # A tag the registry does not have: over at once, whichever container's image it is.
+    case("image_not_found", "image_not_found", "image_invalid", False, None, ("not found",)),
+    case(
+        "sidecar_image_not_found",
+        "sidecar_image_not_found",
+        "image_invalid",
+        False,
+        None,
+        ("image of kubedbt's results-uploader does not exist", "sidecar:no-such-tag"),
     ),
     case("invalid_image", "invalid_image", "image_invalid", False, None, ("must be lowercase",)),
     case(
@@ -225,8 +287,8 @@ CASES = [
         "startup_timeout",
         True,
         None,
-        ("Unschedulable",),
-        timed_out="startup",
+        ("Unschedulable", "FailedScheduling"),
+        at="startup",
     ),
     case(
         "missing_secret",
@@ -234,27 +296,57 @@ CASES = [
         "container_config_error",
         False,
         None,
-        ("does-not-exist",),
+        ('secret "does-not-exist" not found',),
     ),
     case(
-        "missing_secret-startup",
-        "missing_secret",
-        "startup_timeout",
-        True,
-        None,
-        ("CreateContainerConfigError",),
-        timed_out="startup",
+        "no_dbt_in_image",
+        "no_dbt_in_image",
+        "container_start_failed",
+        False,
+        128,
+        ("executable file not found",),
     ),
     case(
-        "evicted-pod",
-        "evicted",
-        "disrupted",
-        True,
-        None,
-        ("EvictionByEvictionAPI",),
-        pods="disrupted",
+        "restore_failed",
+        "restore_failed",
+        "init_failed",
+        False,
+        1,
+        ("restoring the earlier try's run_results", "retry_strategy='full'"),
     ),
-    case("evicted-and-replaced", "evicted", "disrupted", True, None, ("EvictionByEvictionAPI",)),
+    case(
+        "sources_stale",
+        "sources_stale",
+        "sources_stale",
+        False,
+        1,
+        ("1 source(s) are stale", "source.jaffle_shop.loader.schemata", "error_after 24 hour"),
+    ),
+    case("sources_warn", "sources_warn", "success", False, 0, ("dbt succeeded",)),
+    case(
+        "warehouse_unreachable",
+        "warehouse_unreachable",
+        "warehouse_unreachable",
+        True,
+        2,
+        ("could not reach the warehouse", "Connection refused"),
+    ),
+    case(
+        "results_missing",
+        "results_missing",
+        "results_missing",
+        True,
+        1,
+        ("dbt exited 1 but its results were not uploaded",),
+    ),
+    case(
+        "sidecar_oom",
+        "sidecar_oom",
+        "sidecar_failed",
+        False,
+        1,
+        ("OOMKilled", "sidecar_resources.limits.memory (now 24Mi)"),
+    ),
     case(
         "deadline_exceeded",
         "deadline_exceeded",
@@ -269,8 +361,9 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES)
 def test_outcome(case: Case) -> None:
-    outcome = classify(evidence(case.fixture, timed_out=case.timed_out, pods=case.pods))
+    outcome = judged(case.fixture, case.at)
 
+    assert outcome is not None, "the watch would still be waiting"
     assert (outcome.kind, outcome.retryable, outcome.exit_code) == (
         case.kind,
         case.retryable,
@@ -281,9 +374,52 @@ def test_outcome(case: Case) -> None:
     assert outcome.succeeded is (case.kind == "success")
 
 
-@pytest.mark.parametrize("name", ["image_pull", "invalid_image", "missing_secret", "unschedulable"])
+@pytest.mark.parametrize("name", ["image_pull", "unschedulable"])
+def test_what_may_still_start_is_waited_for_until_startup_timeout(name: str) -> None:
+    assert judged(name, "recorded") is None
+
+
+def test_the_pod_of_an_eviction_alone_is_disrupted() -> None:
+    # The run as it stood when the evicted pod ended, before the Job created its replacement.
+    data = recorded("evicted")
+    pods = tuple(p for p in data["pods"] if disrupted(p))
+    outcome = classify(Evidence(job=data["job"], pods=pods))
+    assert (outcome.kind, outcome.retryable) == ("disrupted", True)
+
+
+def test_an_eviction_whose_replacement_never_starts_is_a_disruption() -> None:
+    # An eviction alone never ends a run: the Job replaces the pod (its podFailurePolicy ignores
+    # disruptions). When the replacement cannot start either, the disruption is what is reported.
+    evicted, stuck = recorded("evicted"), recorded("unschedulable")
+    old = next(p for p in evicted["pods"] if disrupted(p))
+    old = {**old, "metadata": {**old["metadata"], "creationTimestamp": "2000-01-01T00:00:00Z"}}
+    progress = RunProgress(startup_timeout=STARTUP_TIMEOUT)
+    progress.listed("job", [stuck["job"]])
+    progress.listed("pod", [old, *stuck["pods"]])
+    progress.listed("configmap", [stuck["configmap"]])
+    created = timestamp(stuck["pods"][-1], "creationTimestamp")
+    assert created is not None
+    outcome = judge(progress, created + STARTUP_TIMEOUT + 1)
+    assert outcome is not None
+    assert (outcome.kind, outcome.retryable) == ("disrupted", True)
+    assert "EvictionByEvictionAPI" in outcome.reason
+    assert "Unschedulable" in outcome.reason
+
+
+def test_an_old_disruption_does_not_hide_an_oom_kill_of_the_newest_pod() -> None:
+    evicted, oom = recorded("evicted"), recorded("oom_killed")
+    old = next(p for p in evicted["pods"] if disrupted(p))
+    newest = {**oom["pods"][-1], "metadata": {**oom["pods"][-1]["metadata"]}}
+    newest["metadata"]["creationTimestamp"] = "2999-01-01T00:00:00Z"
+    outcome = classify(Evidence(job=oom["job"], pods=(old, newest)))
+    assert outcome.kind == "oom_killed", outcome.reason
+
+
+@pytest.mark.parametrize("name", ["image_pull", "unschedulable"])
 def test_execution_timeout_wins_over_the_pod_state(name: str) -> None:
-    outcome = classify(evidence(name, timed_out="execution"))
+    outcome = classify(
+        Evidence(job=recorded(name)["job"], pods=recorded(name)["pods"], timed_out="execution")
+    )
 
     assert (outcome.kind, outcome.retryable) == ("execution_timeout", True)
     assert "execution_timeout" in outcome.reason

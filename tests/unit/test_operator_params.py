@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from kubernetes.client import V1ResourceRequirements, V1Toleration
 
-from kubedbt import InvalidSpecError
+from kubedbt import DbtRunSpec, InvalidSpecError, RunIdentity, render_job
 from kubedbt.airflow import DbtJobOperator
+from kubedbt.core.progress import RunProgress
 
 BASE: dict[str, Any] = {"task_id": "dbt", "command": "build", "image": "kubedbt/dbt:dev"}
 
@@ -73,3 +75,18 @@ def test_image_may_come_from_the_namespace_defaults() -> None:
     operator = DbtJobOperator(task_id="dbt", command="build")
     assert operator._spec_values()["image"] is None
     assert operator.spec_parameters == ["command"]
+
+
+def test_the_watch_limits_on_the_job_are_those_describe_judges_by() -> None:
+    operator = DbtJobOperator(
+        **BASE, startup_timeout=45, results_timeout=20, execution_timeout=timedelta(hours=1)
+    )
+    job = render_job(
+        DbtRunSpec(command="build", image="kubedbt/dbt:dev"),
+        RunIdentity("d", "t", "r"),
+        annotations=operator._limit_annotations(),
+    )
+    progress = RunProgress.for_job(job)
+    watched = operator._trigger_args(operator._spec(early=True), RunIdentity("d", "t", "r"), "j")
+    assert (progress.startup_timeout, progress.results_timeout) == (45.0, 20.0)
+    assert progress.execution_timeout == watched.limits.execution_timeout == 3590.0

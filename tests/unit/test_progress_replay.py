@@ -138,15 +138,36 @@ def test_the_execution_timeout_counts_from_the_jobs_creation() -> None:
     assert at == _epoch(job["metadata"]["creationTimestamp"]) + 4
 
 
+def _pod_done(observation: Observation) -> bool:
+    _, kind, event_type, pod = observation
+    return kind == "pod" and event_type != "LIST" and pod["status"].get("phase") == "Succeeded"
+
+
 def test_a_finished_job_waits_for_the_upload_then_gives_up_after_results_timeout() -> None:
     events = recorded("success")
-    never_marked = [o for o in events if not (o[1] == "configmap" and o[2] == "MODIFIED")]
+    # The upload is never marked, and the pod's end is never seen (its watch lags, say).
+    never_marked = [
+        o for o in events if not (o[1] == "configmap" and o[2] == "MODIFIED") and not _pod_done(o)
+    ]
     end = never_marked[_index(never_marked, _job_complete)]
     ended = max(_epoch(c["lastTransitionTime"]) for c in end[3]["status"]["conditions"])
     progress = RunProgress(startup_timeout=60, results_timeout=30)
     ending, at = replay(never_marked, progress, until=ended + 60)
     assert ending == "finished"
     assert at == ended + 30
+
+
+def test_an_ended_pod_has_no_upload_to_wait_for() -> None:
+    # The uploader has exited with the pod: what it patched is read at the end, nothing can come.
+    events = recorded("success")
+    never_marked = [o for o in events if not (o[1] == "configmap" and o[2] == "MODIFIED")]
+    ending, at = replay(never_marked, RunProgress(startup_timeout=60, results_timeout=30))
+    assert ending == "finished"
+    first_seen_done = max(
+        never_marked[_index(never_marked, _job_complete)][0],
+        next(o[0] for o in never_marked if _pod_done(o)),
+    )
+    assert at == first_seen_done
 
 
 def test_a_job_deleted_mid_run_ends_it_at_the_deletion() -> None:

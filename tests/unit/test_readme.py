@@ -1,4 +1,4 @@
-"""The README's configuration reference is generated from DbtRunSpec and checked against it."""
+"""The README's configuration reference and failure table are checked against the code."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from kubedbt.core import spec as spec_module
+from kubedbt.core.classify import RETRYABLE
 from kubedbt.core.spec import field_names
 
 README = Path(__file__).parents[2] / "README.md"
@@ -72,3 +73,24 @@ def test_readme_dag_is_the_example_dag() -> None:
     section = text[text.index("## A DAG") :]
     block = section[section.index("```python\n") + len("```python\n") :]
     assert block[: block.index("```")] == example, "copy examples/dags/jaffle_shop.py into README"
+
+
+def _failure_table() -> dict[str, str]:
+    """The README's failure table: kind -> its "retried by Airflow" cell."""
+    text = README.read_text()
+    section = text[text.index("### Failure kinds") :]
+    header = section.index("| kind |")
+    rows = section[header:].split("\n\n", 1)[0].splitlines()[2:]
+    table = {}
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        table[cells[0].strip("`")] = cells[-1]
+    return table
+
+
+def test_the_failure_table_is_the_classifier_s() -> None:
+    table = _failure_table()
+    assert sorted(table) == sorted(RETRYABLE), "a kind is missing from the table or the code"
+    retried = {kind: {"yes": True, "no": False, "-": None}[cell] for kind, cell in table.items()}
+    expected = {kind: (None if kind == "success" else value) for kind, value in RETRYABLE.items()}
+    assert retried == expected

@@ -40,6 +40,13 @@ BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
     ({"macro": "grant"}, "macro", "dbt build does not accept it"),
     ({"dbt_flags": ["--target-path", "/tmp"]}, "dbt_flags", "--target-path is not allowed"),
     ({"dbt_flags": ["--select=a"]}, "dbt_flags", "use the 'select' parameter"),
+    # Flags and env values that would take away run_results.json or the JSON log file.
+    ({"dbt_flags": ["--no-write-json"]}, "dbt_flags", "--no-write-json is not allowed"),
+    ({"dbt_flags": ["--log-level-file", "none"]}, "dbt_flags", "--log-level-file none"),
+    ({"dbt_flags": ["--log-level-file=NONE"]}, "dbt_flags", "--log-level-file NONE"),
+    ({"env_vars": {"DBT_WRITE_JSON": "false"}}, "env_vars[0]", "DBT_WRITE_JSON=false"),
+    ({"env_vars": {"A": "1", "DBT_WRITE_JSON": "0"}}, "env_vars[1]", "run_results.json"),
+    ({"env_vars": {"DBT_LOG_LEVEL_FILE": "none"}}, "env_vars[0]", "log file"),
     ({"image_pull_policy": "Sometimes"}, "image_pull_policy", "not one of"),
     ({"image_pull_secrets": ["Reg_Cred"]}, "image_pull_secrets[0]", "not a valid object name"),
     ({"namespace": "Analytics"}, "namespace", "not a valid name"),
@@ -139,6 +146,17 @@ BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
     ({"ttl_seconds_after_finished": -5}, "ttl_seconds_after_finished", "at least 0"),
     ({"termination_grace_period": 0}, "termination_grace_period", "at least 1"),
 ]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"dbt_flags": ["--log-level-file", "warn", "--write-json"]},
+        {"env_vars": {"DBT_WRITE_JSON": "true", "DBT_LOG_LEVEL_FILE": "debug"}},
+    ],
+)
+def test_flags_that_keep_the_evidence_are_accepted(values: dict[str, Any]) -> None:
+    DbtRunSpec(**BASE, **values)
 
 
 @pytest.mark.parametrize(("overrides", "parameter", "words"), BAD_INPUTS)

@@ -6,13 +6,23 @@ status is set the way the Job controller sets it.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kubedbt import DbtRunSpec, RunIdentity, render_job, render_results_configmap
 from kubedbt.core.naming import dag_run_key, task_instance_selector
-from kubedbt.core.tries import LaunchPlan, TryJob, plan_launch, resumable, try_jobs
+from kubedbt.core.tries import (
+    LaunchPlan,
+    TryJob,
+    plan_launch,
+    resumable,
+    try_jobs,
+    why_not_resume,
+)
+from tests.unit.dbt_runs import DBT, DbtRun, run_dbt
 
 SPEC = DbtRunSpec(command="build", image="kubedbt/dbt:dev", namespace="analytics")
 STARTED = dag_run_key("2026-11-23T03:00:00.123456+00:00", 0)
@@ -135,3 +145,41 @@ def test_resumable_is_newest_earlier_try_of_this_dag_run() -> None:
     found = resumable(identity(3), configmaps)
     assert [c["metadata"]["annotations"]["kubedbt.io/try-number"] for c in found] == ["2", "1"]
     assert {c["metadata"]["annotations"]["kubedbt.io/dag-run-key"] for c in found} == {STARTED}
+
+
+# --- whether an earlier try's run_results can be resumed, on what real dbt wrote ---
+
+
+@pytest.fixture(scope="module")
+def nothing_ran(tmp_path_factory: pytest.TempPathFactory) -> DbtRun:
+    """A build whose selection matches nothing: dbt exits 0 with run_results of no node."""
+    if not DBT.exists():
+        pytest.fail(f"no dbt at {DBT}: run `make dbt-venv` (make test-unit does)")
+    work = tmp_path_factory.mktemp("nothing")
+    return run_dbt(work, "nothing", "build", "--select", "no_such_model")
+
+
+def test_run_results_of_no_node_are_not_resumed(nothing_ran: DbtRun, tmp_path: Path) -> None:
+    written = json.loads((nothing_ran.target_path / "run_results.json").read_text())
+    assert (nothing_ran.exit_code, written["results"]) == (0, [])
+    assert why_not_resume(written) == "its run_results record no node that ran"
+    # Why: dbt retry cannot resume them; the try would fail although the full command may not.
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "run_results.json").write_text(json.dumps(written))
+    retried = run_dbt(tmp_path, "retry", "retry", "--state", str(state))
+    assert retried.exit_code == 2
+    assert "Could not find previous run" in retried.stdout
+
+
+def test_run_results_where_every_node_succeeded_are_not_resumed(
+    dbt_runs: dict[str, DbtRun],
+) -> None:
+    passed = json.loads((dbt_runs["success"].target_path / "run_results.json").read_text())
+    assert why_not_resume(passed) == "its run_results record no node for dbt retry to rerun"
+
+
+def test_run_results_with_failed_nodes_are_resumed(dbt_runs: dict[str, DbtRun]) -> None:
+    failed = json.loads((dbt_runs["fail_model"].target_path / "run_results.json").read_text())
+    assert why_not_resume(failed) is None
+    assert why_not_resume(None) == "it left no run_results"

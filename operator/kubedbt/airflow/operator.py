@@ -46,7 +46,15 @@ SPEC_PARAMETERS: Final = frozenset(field_names())
 RESUMABLE_COMMANDS: Final = frozenset({"build", "run", "test", "seed", "snapshot", "compile"})
 # Outcomes after which the Job is deleted whatever on_finish_action says: nothing useful is left in
 # it and its pod would otherwise keep pulling or waiting.
-ABANDONED: Final = frozenset({"startup_timeout", "execution_timeout", "image_invalid"})
+ABANDONED: Final = frozenset(
+    {
+        "startup_timeout",
+        "execution_timeout",
+        "image_invalid",
+        "image_pull_failed",
+        "container_config_error",
+    }
+)
 SENSITIVE_NAME_PARTS: Final = ("PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "PASS")
 EXECUTION_MARGIN: Final = 10.0
 # How long a deferred run may wait with neither execution_timeout nor active_deadline_seconds set,
@@ -216,8 +224,30 @@ class DbtJobOperator(BaseOperator):
             spec = DbtRunSpec.from_mapping(values)  # InvalidSpecError: nothing created yet
             _mask_sensitive_env(spec)
             resume = self.retry_strategy == "failed_nodes" and spec.command in RESUMABLE_COMMANDS
-            launched = await launch_run(client, spec, identity, resume=resume, log=self.log)
+            launched = await launch_run(
+                client,
+                spec,
+                identity,
+                resume=resume,
+                log=self.log,
+                annotations=self._limit_annotations(),
+            )
             return launched, spec
+
+    def _limit_annotations(self) -> dict[str, str]:
+        """The watch's limits, on the Job for `kubectl dbt describe` to judge the run the same."""
+        recorded = {
+            naming.STARTUP_TIMEOUT_ANNOTATION: self.startup_timeout,
+            naming.RESULTS_TIMEOUT_ANNOTATION: self.results_timeout,
+            naming.EXECUTION_TIMEOUT_ANNOTATION: self._execution_timeout(),
+        }
+        return {key: f"{value:g}" for key, value in recorded.items() if value is not None}
+
+    def _execution_timeout(self) -> float | None:
+        """execution_timeout less a margin, so the trigger reports it before Airflow kills."""
+        if not isinstance(self.execution_timeout, timedelta):
+            return None
+        return max(1.0, self.execution_timeout.total_seconds() - EXECUTION_MARGIN)
 
     def _announce(self, context: Context, launched: Launched) -> None:
         job_name, namespace = launched.run.job_name, launched.run.namespace
@@ -235,10 +265,6 @@ class DbtJobOperator(BaseOperator):
         ti.xcom_push(key="kubectl", value=kubectl)
 
     def _trigger_args(self, spec: DbtRunSpec, identity: RunIdentity, job_name: str) -> TriggerArgs:
-        execution_timeout = None
-        if isinstance(self.execution_timeout, timedelta):
-            seconds = self.execution_timeout.total_seconds()
-            execution_timeout = max(1.0, seconds - EXECUTION_MARGIN)
         return TriggerArgs(
             run=RunRef(
                 job_name=job_name,
@@ -248,7 +274,7 @@ class DbtJobOperator(BaseOperator):
             ),
             limits=WatchLimits(
                 startup_timeout=self.startup_timeout,
-                execution_timeout=execution_timeout,
+                execution_timeout=self._execution_timeout(),
                 results_timeout=self.results_timeout,
                 log_tail_lines=self.log_tail_lines,
             ),

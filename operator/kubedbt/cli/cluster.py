@@ -21,8 +21,8 @@ from kubernetes_asyncio.client import ApiException
 from kubedbt.cli.context import KubeTarget
 from kubedbt.cli.errors import CliError
 from kubedbt.cli.run_info import INSTANCE_LABEL, KUBEDBT_SELECTOR, pick_run
-from kubedbt.core.classify import DBT_CONTAINER
 from kubedbt.core.errors import KubedbtError
+from kubedbt.core.naming import DBT_CONTAINER
 from kubedbt.io.kube import JSON, RunClient, release_stream
 from kubedbt.io.retry import RetryPolicy
 
@@ -70,6 +70,14 @@ class Cluster:
         with api_errors(f"listing the pods of {job_name}"):
             pods, _ = await self.client.list_pods(self.namespace, {INSTANCE_LABEL: job_name})
         return pods
+
+    async def events(self, job_name: str, pods: list[str]) -> list[JSON]:
+        """The Events of the run's Job and pods."""
+        found: list[JSON] = []
+        for kind, name in [("Job", job_name), *(("Pod", pod) for pod in pods)]:
+            with api_errors(f"listing the Events of {kind.lower()} {name}"):
+                found += await self.client.list_events(self.namespace, kind, name)
+        return found
 
     async def configmap(self, name: str) -> JSON | None:
         """A ConfigMap in the namespace, or None when it does not exist."""

@@ -1,10 +1,11 @@
 """`kubectl dbt describe RUN`: how a run ended and why, judged as the operator judges it.
 
-The evidence is gathered the way kubedbt.io.watch gathers it once a run is over (the Job, its pods
-by the run's instance label, the decoded results ConfigMap, the dbt container's memory limit) and
-classified by kubedbt.core.classify. The outcome is the default one: a DAG can still make a kind
-retryable or not with the operator's retryable_failures. A run that has not finished has no outcome
-yet, unless its pod already shows why it cannot start (an image that cannot be pulled, say).
+The evidence is what kubedbt.io.watch reads (the Job, its pods by the run's instance label, the
+results ConfigMap, the Events of the Job and its pods) and the judgement is the watch's own:
+kubedbt.core.progress.judge, with the limits the operator recorded on the Job. So a run the
+watch would still wait for has no outcome yet, and one it would end (an image that does not
+exist, a start past startup_timeout) shows the outcome the task gets. The retryable column is the
+default one: a DAG can still change it with the operator's retryable_failures.
 """
 
 from __future__ import annotations
@@ -15,29 +16,41 @@ from typing import Any
 
 from kubedbt.cli.cluster import Cluster
 from kubedbt.cli.results import decode_results
-from kubedbt.cli.run_info import RunInfo, memory_limit, parse_time
+from kubedbt.cli.run_info import RunInfo, parse_time
 from kubedbt.cli.table import FIELD_WIDTH, age, field
-from kubedbt.core.classify import Evidence, Outcome, classify
+from kubedbt.core.classify import Outcome, event_lines
+from kubedbt.core.progress import RunProgress, judge
 from kubedbt.core.report import summary_lines
-from kubedbt.core.results import RunResults
 
 
-def evidence_of(
-    job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], results: RunResults | None
-) -> Evidence:
-    """The classifier's input for a run, as the operator builds it after the run ended."""
-    return Evidence(job=job, pods=tuple(pods), results=results, memory_limit=memory_limit(job))
+def outcome_of(
+    job: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    configmap: Mapping[str, Any] | None,
+    events: Sequence[Mapping[str, Any]],
+    *,
+    now: datetime.datetime,
+) -> Outcome | None:
+    """The outcome the operator's watch reports for this run at `now` (None: it still waits)."""
+    progress = RunProgress.for_job(job)
+    progress.listed("job", [dict(job)])
+    progress.listed("pod", [dict(p) for p in pods])
+    progress.listed("configmap", [dict(configmap)] if configmap is not None else [])
+    results = decode_results(configmap) if configmap is not None else None
+    return judge(progress, now.timestamp(), results=results, events=events)
 
 
 def describe_lines(
     job: Mapping[str, Any],
     pods: Sequence[Mapping[str, Any]],
-    results: RunResults | None,
+    configmap: Mapping[str, Any] | None,
+    events: Sequence[Mapping[str, Any]] = (),
     *,
     now: datetime.datetime,
 ) -> list[str]:
     """Everything `kubectl dbt describe` prints about one run."""
     run = RunInfo.from_job(job)
+    results = decode_results(configmap) if configmap is not None else None
     upload = f"upload status {results.status}" if results else "not found"
     lines = [
         field("Name", run.name),
@@ -53,8 +66,11 @@ def describe_lines(
     ]
     if results is not None and results.summary is not None:
         lines.append(field("Summary", summary_lines(results.summary)[0]))
-    lines += ["", *outcome_lines(classify(evidence_of(job, pods, results)), run)]
+    lines += ["", *outcome_lines(outcome_of(job, pods, configmap, events, now=now), run)]
     lines += ["", *pod_lines(pods, now=now)]
+    warnings = event_lines(events)
+    if warnings:
+        lines += ["", "Events (warnings, oldest first):", *(f"  {line}" for line in warnings)]
     where = f"{run.name} -n {run.namespace}"
     lines += ["", field("See also", f"kubectl dbt logs {where}")]
     if results is not None and results.summary is not None:
@@ -62,12 +78,12 @@ def describe_lines(
     return lines
 
 
-def outcome_lines(outcome: Outcome, run: RunInfo) -> list[str]:
+def outcome_lines(outcome: Outcome | None, run: RunInfo) -> list[str]:
     """The classification: kind, retryable, reason, exit code and the evidence behind it."""
-    finished = run.status in ("Succeeded", "Failed")
-    if not finished and outcome.kind == "unknown":
+    if outcome is None:
         return [field("Outcome", f"none yet (the run is {run.status.lower()})")]
-    title = "Outcome:" if finished else "Outcome so far (the run has not finished):"
+    finished = run.status in ("Succeeded", "Failed")
+    title = "Outcome:" if finished else "Outcome (the watch ends the run here; its Job has not):"
     lines = [
         title,
         f"  Kind:       {outcome.kind}",
@@ -155,7 +171,7 @@ async def describe_run(cluster: Cluster, wanted: str, *, now: datetime.datetime)
     run = RunInfo.from_job(job)
     pods = await cluster.pods(run.name)
     configmap = await cluster.configmap(run.results_configmap)
-    results = decode_results(configmap) if configmap is not None else None
-    for line in describe_lines(job, pods, results, now=now):
+    events = await cluster.events(run.name, [p["metadata"]["name"] for p in pods])
+    for line in describe_lines(job, pods, configmap, events, now=now):
         print(line)
     return 0

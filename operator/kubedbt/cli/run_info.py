@@ -16,7 +16,6 @@ from typing import Any, Final, Literal, get_args
 
 from kubedbt.cli.errors import USAGE, CliError
 from kubedbt.core import naming
-from kubedbt.core.classify import DBT_CONTAINER
 from kubedbt.core.render import ANNOTATION_COMMAND, ANNOTATION_RESULTS
 
 RunStatus = Literal["Running", "Succeeded", "Failed", "Pending"]
@@ -142,13 +141,3 @@ def pick_run(jobs: Sequence[Mapping[str, Any]], wanted: str, namespace: str) -> 
         "give more of the name",
         USAGE,
     )
-
-
-def memory_limit(job: Mapping[str, Any]) -> str | None:
-    """The dbt container's memory limit, which the classifier names in an OOM outcome."""
-    pod = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
-    for container in pod.get("containers") or []:
-        if container.get("name") == DBT_CONTAINER:
-            limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
-            return None if limit is None else str(limit)
-    return None

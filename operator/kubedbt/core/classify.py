@@ -12,13 +12,20 @@ The table of kinds is in the README.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from kubedbt.core.errors import shorten
-from kubedbt.core.results import FAILED_STATUSES, RunResults
+from kubedbt.core.naming import DBT_CONTAINER, RESTORE_CONTAINER, SIDECAR_CONTAINER
+from kubedbt.core.results import (
+    FAILED_STATUSES,
+    RunResults,
+    SourceFreshness,
+    freshness_message,
+)
 
 OutcomeKind = Literal[
     "success",
@@ -32,10 +39,13 @@ OutcomeKind = Literal[
     "image_pull_failed",
     "container_config_error",
     "container_start_failed",
+    "init_failed",
+    "sidecar_failed",
     "startup_timeout",
     "execution_timeout",
     "deadline_exceeded",
     "results_missing",
+    "sources_stale",
     "killed",
     "job_deleted",
     "unknown",
@@ -54,16 +64,18 @@ RETRYABLE: Final[dict[OutcomeKind, bool]] = {
     "image_pull_failed": True,
     "container_config_error": False,
     "container_start_failed": False,
+    "init_failed": False,
+    "sidecar_failed": False,
     "startup_timeout": True,
     "execution_timeout": True,
     "deadline_exceeded": False,
     "results_missing": True,
+    "sources_stale": False,
     "killed": True,
     "job_deleted": False,
     "unknown": True,
 }
 
-DBT_CONTAINER: Final = "dbt"
 # Exit codes dbt itself chooses; anything else means it was killed or could not run.
 DBT_EXIT_CODES: Final = (0, 1, 2)
 DISRUPTION_REASONS: Final = frozenset(
@@ -86,7 +98,33 @@ CONNECTION_PATTERNS: Final = (
     r"no route to host",
 )
 _CONNECTION = re.compile("|".join(CONNECTION_PATTERNS), re.IGNORECASE)
-_NOT_FOUND = re.compile(r"not found|manifest unknown|repository does not exist|404", re.IGNORECASE)
+# What a registry says, through containerd or docker, when the image or tag does not exist.
+_NOT_FOUND = re.compile(
+    r"code = NotFound|: not found|manifest unknown|repository does not exist", re.IGNORECASE
+)
+# Waiting reasons of a container that is about to start, not stuck.
+STARTING: Final = frozenset({"PodInitializing", "ContainerCreating"})
+PULLING: Final = frozenset({"ErrImagePull", "ImagePullBackOff"})
+# Waiting reasons no amount of waiting fixes: the run ends at once instead of at startup_timeout.
+HOPELESS: Final = frozenset({"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError"})
+# Events that say nothing about one run (this kubelet has no cluster DNS configured, say).
+NOISE_EVENTS: Final = frozenset({"MissingClusterDNS"})
+MAX_EVENTS: Final = 5
+# Kinds whose cause is in Kubernetes rather than in dbt: their reason ends with the last events.
+_KUBERNETES_KINDS: Final = frozenset(
+    {
+        "disrupted",
+        "image_invalid",
+        "image_pull_failed",
+        "container_config_error",
+        "container_start_failed",
+        "init_failed",
+        "sidecar_failed",
+        "startup_timeout",
+        "deadline_exceeded",
+        "unknown",
+    }
+)
 
 
 # Deadlines the watch enforces itself (kubedbt.core.progress), ending the run before the Job.
@@ -95,7 +133,10 @@ TimedOut = Literal["startup", "execution", "suspended", "terminating"]
 
 @dataclass(frozen=True)
 class Evidence:
-    """Everything the classifier looks at, as the watcher collected it."""
+    """Everything the classifier looks at, as the watcher collected it.
+
+    events: the Kubernetes Events of the run's Job and pods (API JSON), in any order.
+    """
 
     job: Mapping[str, Any] | None = None
     pods: Sequence[Mapping[str, Any]] = ()
@@ -103,6 +144,7 @@ class Evidence:
     timed_out: TimedOut | None = None
     memory_limit: str | None = None
     job_deleted: bool = False
+    events: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass(frozen=True)
@@ -121,6 +163,23 @@ class Outcome:
         return self.kind == "success"
 
 
+@dataclass(frozen=True)
+class Blocked:
+    """A container of the pod that waits for something other than its turn to start."""
+
+    container: str
+    reason: str
+    message: str
+
+    @property
+    def hopeless(self) -> bool:
+        """Whether waiting cannot help: a bad image name, a missing Secret, a tag that is gone."""
+        return self.reason in HOPELESS or (self.reason in PULLING and image_not_found(self.message))
+
+    def __str__(self) -> str:
+        return f"{self.container}: {self.reason}: {self.message}".strip(": ")
+
+
 def _outcome(
     kind: OutcomeKind, reason: str, *, exit_code: int | None = None, evidence: Sequence[str] = ()
 ) -> Outcome:
@@ -128,11 +187,23 @@ def _outcome(
 
 
 def classify(evidence: Evidence) -> Outcome:
-    """The outcome of a run from its evidence."""
+    """The outcome of a run from its evidence, with the run's last Kubernetes events."""
+    outcome = _classify(evidence)
+    events = event_lines(evidence.events)
+    if not events or outcome.kind not in _KUBERNETES_KINDS:
+        return outcome
+    return dataclasses.replace(
+        outcome,
+        reason=f"{outcome.reason}; events: " + "; ".join(_first_line(e) for e in events[-3:]),
+        evidence=(*outcome.evidence, *(f"event {e}" for e in events)),
+    )
+
+
+def _classify(evidence: Evidence) -> Outcome:
     pod = latest_pod(evidence.pods)
     dbt = container_status(pod, DBT_CONTAINER) if pod else None
     if evidence.timed_out is not None:
-        return _timed_out(evidence.timed_out, pod, dbt)
+        return _timed_out(evidence.timed_out, pod, evidence.events, evidence.pods)
     if evidence.job_deleted:
         return _job_deleted(dbt)
     # What happened from outside comes before dbt's exit code: an evicted or timed-out pod ends
@@ -140,18 +211,105 @@ def classify(evidence: Evidence) -> Outcome:
     deadline = _job_condition(evidence.job, "DeadlineExceeded")
     if deadline is not None and _dbt_exit_code(dbt) not in DBT_EXIT_CODES:
         return _outcome("deadline_exceeded", f"the Job's activeDeadlineSeconds passed: {deadline}")
-    disruption = next(filter(None, (_disruption(p) for p in _newest_first(evidence.pods))), None)
-    if disruption is not None and _dbt_exit_code(dbt) not in DBT_EXIT_CODES:
+    disruption = _disruption_of(evidence.pods, pod, dbt)
+    if disruption is not None:
         return _outcome("disrupted", f"the pod was disrupted: {disruption}", evidence=[disruption])
+    failed_init = _failed_init(pod)
+    if failed_init is not None:
+        return failed_init
     if _terminated(dbt):
         assert dbt is not None
-        return _from_termination(dbt["state"]["terminated"], evidence)
-    waiting = _waiting(dbt)
-    if waiting is not None:
-        return _from_waiting(*waiting)
+        return _from_termination(dbt["state"]["terminated"], evidence, pod)
+    blocked = blocked_container(pod)
+    if blocked is not None:
+        return _from_blocked(blocked, evidence.events)
     if dbt is not None and (dbt.get("state") or {}).get("running"):
         return _outcome("unknown", "the watch ended while dbt was still running")
+    if pod is None:
+        return _outcome("unknown", "no pod of the run is left to judge it by (deleted?)")
     return _outcome("unknown", "the run ended before the dbt container reported a state")
+
+
+def _disruption_of(
+    pods: Sequence[Mapping[str, Any]],
+    newest: Mapping[str, Any] | None,
+    dbt: Mapping[str, Any] | None,
+) -> str | None:
+    """Why the run was disrupted, if that is what ended it.
+
+    The newest pod's own disruption counts unless dbt exited on its own there; an older pod's
+    only when the newest one has no verdict of dbt's (a replacement that never ran dbt, say).
+    """
+    if _dbt_exit_code(dbt) in DBT_EXIT_CODES or _reason(dbt) == "OOMKilled":
+        return None
+    own = _disruption(newest)
+    if own is not None or _terminated(dbt):
+        return own
+    return next(filter(None, (_disruption(p) for p in _newest_first(pods))), None)
+
+
+def _reason(status: Mapping[str, Any] | None) -> str:
+    terminated = ((status or {}).get("state") or {}).get("terminated") or {}
+    return str(terminated.get("reason") or "")
+
+
+def image_not_found(message: str) -> bool:
+    """Whether a pull error says the image or tag does not exist (not a transient failure)."""
+    return bool(_NOT_FOUND.search(message))
+
+
+def _statuses_in_start_order(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    status = pod.get("status") or {}
+    return [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+
+
+def blocked_container(pod: Mapping[str, Any] | None) -> Blocked | None:
+    """The first container, in start order, that is stuck waiting (the others wait behind it).
+
+    Init containers count: a sidecar image that cannot be pulled leaves dbt "PodInitializing".
+    """
+    for status in _statuses_in_start_order(pod or {}):
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        reason = str(waiting.get("reason") or "")
+        if waiting and reason not in STARTING:
+            return Blocked(str(status.get("name")), reason, str(waiting.get("message") or ""))
+    return None
+
+
+def event_lines(events: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The run's warning events, oldest first, one line each, repeats folded into a count."""
+    latest: dict[tuple[str, str, str], tuple[str, int]] = {}
+    for event in events:
+        reason = str(event.get("reason") or "")
+        if event.get("type") != "Warning" or reason in NOISE_EVENTS:
+            continue
+        involved = event.get("involvedObject") or {}
+        where = f"{involved.get('kind', '')}/{involved.get('name', '')}"
+        key = (where, reason, " ".join(str(event.get("message") or "").split()))
+        seen, count = latest.get(key, ("", 0))
+        latest[key] = (max(seen, _event_time(event)), count + int(event.get("count") or 1))
+    ordered = sorted(latest.items(), key=lambda item: item[1][0])
+    lines = []
+    for (where, reason, message), (_, count) in ordered[-MAX_EVENTS:]:
+        times = f" (x{count})" if count > 1 else ""
+        lines.append(f"{where}: {reason}: {message}{times}")
+    return lines
+
+
+def _event_time(event: Mapping[str, Any]) -> str:
+    """When an event last happened (ISO text, which sorts in time order for UTC)."""
+    when = event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp")
+    return str(when or "")
+
+
+def memory_limit(job: Mapping[str, Any] | None, container: str) -> str | None:
+    """A container's memory limit in the Job's pod template, if it sets one."""
+    template = (((job or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
+    for found in [*(template.get("initContainers") or []), *(template.get("containers") or [])]:
+        if found.get("name") == container:
+            limit = ((found.get("resources") or {}).get("limits") or {}).get("memory")
+            return None if limit is None else str(limit)
+    return None
 
 
 def _newest_first(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -174,22 +332,15 @@ def latest_pod(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
 
 
 def container_status(pod: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
-    """The status of container `name` in `pod`, if the kubelet reported one."""
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+    """The status of container (or init container) `name` in `pod`, if the kubelet reported one."""
+    for status in _statuses_in_start_order(pod):
         if status.get("name") == name:
-            return status  # type: ignore[no-any-return]
+            return status
     return None
 
 
 def _terminated(status: Mapping[str, Any] | None) -> bool:
     return bool(status and (status.get("state") or {}).get("terminated"))
-
-
-def _waiting(status: Mapping[str, Any] | None) -> tuple[str, str] | None:
-    waiting = (status or {}).get("state", {}).get("waiting") if status else None
-    if not waiting:
-        return None
-    return str(waiting.get("reason") or ""), str(waiting.get("message") or "")
 
 
 def _disruption(pod: Mapping[str, Any] | None) -> str | None:
@@ -223,7 +374,12 @@ def _unschedulable(pod: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def _timed_out(which: str, pod: Mapping[str, Any] | None, dbt: Mapping[str, Any] | None) -> Outcome:
+def _timed_out(
+    which: str,
+    pod: Mapping[str, Any] | None,
+    events: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]] = (),
+) -> Outcome:
     if which == "execution":
         return _outcome(
             "execution_timeout", "the task's execution_timeout passed while dbt was running"
@@ -238,11 +394,30 @@ def _timed_out(which: str, pod: Mapping[str, Any] | None, dbt: Mapping[str, Any]
             "disrupted",
             f"{name} stayed terminating for longer than startup_timeout (its node may be gone)",
         )
-    stuck = _unschedulable(pod)
-    waiting = _waiting(dbt)
-    if stuck is None and waiting is not None:
-        stuck = f"{waiting[0]}: {waiting[1]}".strip(": ")
-    detail = stuck or "the pod never started"
+    blocked = blocked_container(pod)
+    if blocked is not None:
+        judged = _from_blocked(blocked, events)
+        if judged.kind != "unknown":
+            return judged
+    sidecar = _sidecar_failure(pod)
+    if sidecar is not None:  # caught between two restarts rather than in CrashLoopBackOff
+        return _outcome(
+            "sidecar_failed",
+            f"kubedbt's results uploader keeps failing ({sidecar}) and dbt did not start within "
+            "startup_timeout; if it was OOMKilled, raise sidecar_resources.limits.memory",
+            evidence=[f"{SIDECAR_CONTAINER}: {sidecar}"],
+        )
+    detail = _unschedulable(pod) or (str(blocked) if blocked else "the pod never started")
+    earlier = next(
+        filter(None, (_disruption(p) for p in _newest_first(pods) if p is not pod)), None
+    )
+    if earlier is not None:
+        return _outcome(
+            "disrupted",
+            f"the pod was disrupted ({earlier}) and its replacement did not start within "
+            f"startup_timeout ({detail})",
+            evidence=[earlier, detail],
+        )
     return _outcome(
         "startup_timeout", f"dbt did not start within startup_timeout ({detail})", evidence=[detail]
     )
@@ -252,7 +427,8 @@ def _job_deleted(dbt: Mapping[str, Any] | None) -> Outcome:
     # Somebody stopped the run on purpose (kubectl delete, the namespace going away): another try
     # would undo that, so it is terminal unless the DAG says otherwise.
     code = _dbt_exit_code(dbt)
-    where = "before dbt started" if dbt is None or _waiting(dbt) else "while dbt was running"
+    state = (dbt or {}).get("state") or {}
+    where = "while dbt was running" if "running" in state else "before dbt started"
     if code is not None:
         where = f"after dbt exited with code {code}"
     return _outcome(
@@ -262,39 +438,96 @@ def _job_deleted(dbt: Mapping[str, Any] | None) -> Outcome:
     )
 
 
-def _from_waiting(reason: str, message: str) -> Outcome:
-    evidence = [f"{reason}: {message}".strip(": ")]
-    if reason == "InvalidImageName":
-        return _outcome("image_invalid", f"the image name is invalid: {message}", evidence=evidence)
-    if reason in ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"):
-        if reason == "ErrImageNeverPull" or _NOT_FOUND.search(message):
+def _pull_error(blocked: Blocked, events: Sequence[Mapping[str, Any]]) -> str:
+    """The registry's own words: an ImagePullBackOff hides them, the kubelet's events keep them."""
+    if blocked.reason == "ErrImagePull":
+        return blocked.message
+    pull_failures = sorted(
+        (_event_time(e), " ".join(str(e.get("message") or "").split()))
+        for e in events
+        if e.get("reason") == "Failed" and "pull image" in str(e.get("message") or "")
+    )
+    return pull_failures[-1][1] if pull_failures else blocked.message
+
+
+def _from_blocked(blocked: Blocked, events: Sequence[Mapping[str, Any]]) -> Outcome:
+    which = "" if blocked.container == DBT_CONTAINER else f" of kubedbt's {blocked.container}"
+    evidence = [str(blocked)]
+    if blocked.reason == "InvalidImageName":
+        return _outcome(
+            "image_invalid",
+            f"the image{which} name is invalid: {blocked.message}",
+            evidence=evidence,
+        )
+    if blocked.reason == "ErrImageNeverPull":
+        return _outcome(
+            "image_invalid",
+            f"the image{which} is not on the node and imagePullPolicy is Never: {blocked.message}",
+            evidence=evidence,
+        )
+    if blocked.reason in PULLING:
+        error = _pull_error(blocked, events)
+        if image_not_found(error):
             return _outcome(
-                "image_invalid", f"the image cannot be pulled: {message}", evidence=evidence
+                "image_invalid", f"the image{which} does not exist: {error}", evidence=evidence
             )
         return _outcome(
             "image_pull_failed",
-            f"pulling the image failed ({reason}): {message}",
+            f"pulling the image{which} failed ({blocked.reason}): {error}",
             evidence=evidence,
         )
-    if reason in ("CreateContainerConfigError", "CreateContainerError"):
+    if blocked.reason in ("CreateContainerConfigError", "CreateContainerError"):
         return _outcome(
             "container_config_error",
-            f"the container cannot be created: {message}",
+            f"the container {blocked.container} cannot be created: {blocked.message}",
             evidence=evidence,
         )
+    if blocked.container == SIDECAR_CONTAINER and blocked.reason == "CrashLoopBackOff":
+        return _outcome(
+            "sidecar_failed",
+            f"kubedbt's results uploader keeps crashing: {blocked.message}",
+            evidence=evidence,
+        )
+    return _outcome("unknown", f"the container {blocked} is stuck waiting", evidence=evidence)
+
+
+def _failed_init(pod: Mapping[str, Any] | None) -> Outcome | None:
+    """A failed restore-state init container: the pod failed before dbt could start."""
+    restore = container_status(pod, RESTORE_CONTAINER) if pod else None
+    terminated = ((restore or {}).get("state") or {}).get("terminated") or {}
+    code = terminated.get("exitCode")
+    if not terminated or code == 0:
+        return None
+    message = _first_line(str(terminated.get("message") or terminated.get("reason") or ""))
     return _outcome(
-        "unknown",
-        f"the dbt container is stuck waiting: {reason} {message}".strip(),
-        evidence=evidence,
+        "init_failed",
+        f"restoring the earlier try's run_results for dbt retry failed (exit code {code}): "
+        f"{message}; rerun with retry_strategy='full' or clear the task",
+        exit_code=code if isinstance(code, int) else None,
     )
 
 
-def _from_termination(terminated: Mapping[str, Any], evidence: Evidence) -> Outcome:
+def _sidecar_failure(pod: Mapping[str, Any] | None) -> str | None:
+    """How kubedbt's results uploader died, if it did (it exits 0 whatever the upload did)."""
+    sidecar = container_status(pod, SIDECAR_CONTAINER) if pod else None
+    for state in ((sidecar or {}).get("state"), (sidecar or {}).get("lastState")):
+        terminated = (state or {}).get("terminated") or {}
+        if terminated and (
+            terminated.get("exitCode") != 0 or terminated.get("reason") == "OOMKilled"
+        ):
+            return f"{terminated.get('reason') or 'Error'}, exit code {terminated.get('exitCode')}"
+    return None
+
+
+def _from_termination(
+    terminated: Mapping[str, Any], evidence: Evidence, pod: Mapping[str, Any] | None
+) -> Outcome:
     code = terminated.get("exitCode")
     reason = str(terminated.get("reason") or "")
     message = str(terminated.get("message") or "")
     if reason == "OOMKilled":
-        limit = f" (now {evidence.memory_limit})" if evidence.memory_limit else ""
+        now = evidence.memory_limit or memory_limit(evidence.job, DBT_CONTAINER)
+        limit = f" (now {now})" if now else ""
         return _outcome(
             "oom_killed",
             "dbt ran out of memory and was OOMKilled: raise "
@@ -310,7 +543,20 @@ def _from_termination(terminated: Mapping[str, Any], evidence: Evidence) -> Outc
     if code == 0:
         return _outcome("success", "dbt succeeded", exit_code=0)
     if code in (1, 2):
-        return _from_dbt(code, evidence.results, message)
+        outcome = _from_dbt(code, evidence.results, message)
+        sidecar = _sidecar_failure(pod)
+        if outcome.kind == "results_missing" and sidecar is not None:
+            now = memory_limit(evidence.job, SIDECAR_CONTAINER)
+            limit = f" (now {now})" if now else ""
+            return _outcome(
+                "sidecar_failed",
+                f"dbt exited {code} and kubedbt's results uploader failed ({sidecar}), so there "
+                "are no results; if it was OOMKilled, raise "
+                f"sidecar_resources.limits.memory{limit}",
+                exit_code=code,
+                evidence=[f"{SIDECAR_CONTAINER}: {sidecar}"],
+            )
+        return outcome
     if code in (137, 143):
         return _outcome("killed", f"dbt was killed by a signal (exit code {code})", exit_code=code)
     return _outcome(
@@ -338,11 +584,21 @@ def _from_dbt(code: int, results: RunResults | None, termination_message: str) -
         )
     summary = results.summary if results else None
     if summary is None:
+        why = f": {results.upload_error}" if results and results.upload_error else ""
         return _outcome(
             "results_missing",
-            "dbt exited 1 but its results were not uploaded",
+            f"dbt exited 1 but its results were not uploaded{why}",
             exit_code=1,
             evidence=messages[-3:],
+        )
+    stale = [f for f in summary.get("freshness") or [] if f["status"] == "error"]
+    if stale:
+        return _outcome(
+            "sources_stale",
+            f"{len(stale)} source(s) are stale: "
+            + "; ".join(_freshness_line(f) for f in stale[:3]),
+            exit_code=1,
+            evidence=[_freshness_line(f) for f in stale[:10]],
         )
     failures = summary["failures"]
     errored = [f for f in failures if f["status"] in ("error", "runtime error")]
@@ -368,6 +624,10 @@ def _from_dbt(code: int, results: RunResults | None, termination_message: str) -
     return _outcome(
         "nodes_errored", "dbt exited 1 without a failed node in its results", exit_code=1
     )
+
+
+def _freshness_line(source: SourceFreshness) -> str:
+    return f"{source['unique_id']}: {freshness_message(source)}"
 
 
 def _dbt_messages(results: RunResults | None) -> list[str]:

@@ -79,6 +79,44 @@ MANAGED_FLAGS: Final[dict[str, str]] = {
 }
 
 
+# Flags and env values that would take away the evidence kubedbt reports from (run_results.json,
+# the JSON log file). dbt's flags win over its env vars, so the managed flags above need no env
+# counterpart; these are the switches that no flag of kubedbt's overrides.
+EVIDENCE_FLAGS: Final[dict[str, str]] = {
+    "--no-write-json": "kubedbt reports from run_results.json, which it stops dbt from writing",
+    "--log-level-file": "kubedbt reads dbt's error events from the log file",
+}
+EVIDENCE_ENV: Final[dict[str, tuple[frozenset[str], str]]] = {
+    "DBT_WRITE_JSON": (
+        frozenset({"false", "0", "no", "f", "n", "off"}),
+        "kubedbt reports from run_results.json, which it stops dbt from writing",
+    ),
+    "DBT_LOG_LEVEL_FILE": (
+        frozenset({"none"}),
+        "kubedbt reads dbt's error events from the log file, which it turns off",
+    ),
+}
+# For flags that take a value: the values that take the evidence away.
+_EVIDENCE_FLAG_VALUES: Final[dict[str, frozenset[str]]] = {
+    "--log-level-file": frozenset({"none"}),
+}
+
+
+def evidence_flag(flags: tuple[str, ...]) -> tuple[str, str] | None:
+    """The first flag of `flags` that would take away kubedbt's evidence, and why."""
+    for i, flag in enumerate(flags):
+        name, _, inline = flag.partition("=")
+        if name not in EVIDENCE_FLAGS:
+            continue
+        bad_values = _EVIDENCE_FLAG_VALUES.get(name)
+        if bad_values is None:
+            return name, EVIDENCE_FLAGS[name]
+        value = inline if "=" in flag else (flags[i + 1] if i + 1 < len(flags) else "")
+        if value.strip().lower() in bad_values:
+            return f"{name} {value}", EVIDENCE_FLAGS[name]
+    return None
+
+
 def render_vars(values: dict[str, object]) -> str:
     """The mapping as one line of YAML (for --vars, --args), keys sorted for stable output."""
     return yaml.safe_dump(values, default_flow_style=True, sort_keys=True, width=2**31).strip()

@@ -24,6 +24,7 @@ ALLOWED: Final = (
     "image_pull_secrets",
     "service_account_name",
     "container_resources",
+    "sidecar_resources",
     "node_selector",
     "tolerations",
 )

@@ -25,6 +25,11 @@ APP_NAME = "kubedbt"
 COMPONENT = "dbt-run"
 MAX_NAME = 63
 RESULTS_SUFFIX = "-results"
+# The containers of a run's pod: the user's dbt, kubedbt's results uploader (a native sidecar) and,
+# on a try that resumes an earlier one, the init container that restores its run_results.
+DBT_CONTAINER = "dbt"
+SIDECAR_CONTAINER = "results-uploader"
+RESTORE_CONTAINER = "restore-state"
 # Job names stay short enough that "<job>-results" is itself a valid DNS label.
 MAX_JOB_NAME = MAX_NAME - len(RESULTS_SUFFIX)
 _HASH_CHARS = 10
@@ -174,6 +179,11 @@ def task_instance_annotations(identity: RunIdentity) -> dict[str, str]:
 
 TRY_NUMBER_ANNOTATION = LABEL_PREFIX + "try-number"
 DAG_RUN_KEY_ANNOTATION = LABEL_PREFIX + "dag-run-key"
+# The watch's limits, in seconds, recorded on the Job so `kubectl dbt describe` judges a run that
+# has not finished exactly as the operator's watch does.
+STARTUP_TIMEOUT_ANNOTATION = LABEL_PREFIX + "startup-timeout"
+EXECUTION_TIMEOUT_ANNOTATION = LABEL_PREFIX + "execution-timeout"
+RESULTS_TIMEOUT_ANNOTATION = LABEL_PREFIX + "results-timeout"
 
 
 def dag_run_key(start_date: str | None, clear_number: int | None) -> str:

@@ -20,20 +20,28 @@ restart, a rolling deploy, a trigger handed to another triggerer):
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from kubedbt.core.classify import DBT_CONTAINER, container_status, latest_pod
-from kubedbt.core.results import UPLOAD_STATUS
+from kubedbt.core import naming
+from kubedbt.core.classify import (
+    Evidence,
+    Outcome,
+    TimedOut,
+    blocked_container,
+    classify,
+    container_status,
+    latest_pod,
+)
+from kubedbt.core.naming import DBT_CONTAINER, SIDECAR_CONTAINER
+from kubedbt.core.results import UPLOAD_STATUS, RunResults
 
 JSON = dict[str, Any]
 Kind = Literal["job", "pod", "configmap"]
 Ending = Literal[
     "finished", "cannot_start", "job_deleted", "startup", "execution", "suspended", "terminating"
 ]
-# Waiting reasons no amount of waiting fixes: the run ends at once instead of at startup_timeout.
-HOPELESS_WAITING: Final = frozenset({"InvalidImageName", "ErrImageNeverPull"})
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,14 @@ class Decision:
 
 
 WAIT: Final = Decision(None)
+DEFAULT_STARTUP_TIMEOUT: Final = 300.0
+DEFAULT_RESULTS_TIMEOUT: Final = 60.0
+_TIMED_OUT: Final[dict[Ending, TimedOut]] = {
+    "startup": "startup",
+    "execution": "execution",
+    "suspended": "suspended",
+    "terminating": "terminating",
+}
 
 
 @dataclass
@@ -65,6 +81,23 @@ class RunProgress:
     upload_status: str | None = None  # None: no results ConfigMap seen
     listed_kinds: set[Kind] = field(default_factory=set)
     job_deleted: bool = False
+
+    @classmethod
+    def for_job(cls, job: Mapping[str, Any]) -> RunProgress:
+        """A progress with the limits the operator recorded on the Job (defaults if it did not)."""
+        annotations = (job.get("metadata") or {}).get("annotations") or {}
+
+        def seconds(key: str) -> float | None:
+            try:
+                return float(annotations[key])
+            except (KeyError, ValueError):
+                return None
+
+        return cls(
+            startup_timeout=seconds(naming.STARTUP_TIMEOUT_ANNOTATION) or DEFAULT_STARTUP_TIMEOUT,
+            execution_timeout=seconds(naming.EXECUTION_TIMEOUT_ANNOTATION),
+            results_timeout=seconds(naming.RESULTS_TIMEOUT_ANNOTATION) or DEFAULT_RESULTS_TIMEOUT,
+        )
 
     # --- observations ---
 
@@ -157,7 +190,8 @@ class RunProgress:
             return self._results_wait(now)
         if self.job_deleted:
             return Decision("job_deleted")
-        if _waiting_reason(self.newest_pod) in HOPELESS_WAITING:
+        blocked = blocked_container(self.newest_pod)
+        if blocked is not None and blocked.hopeless:
             return Decision("cannot_start")
         deadlines = self.deadlines()
         if not deadlines:
@@ -165,15 +199,61 @@ class RunProgress:
         due, which = min(deadlines)
         return Decision(which) if now >= due else Decision(None, wake_at=due)
 
+    def evidence(
+        self,
+        ending: Ending,
+        *,
+        results: RunResults | None = None,
+        events: Sequence[Mapping[str, Any]] = (),
+        memory_limit: str | None = None,
+    ) -> Evidence:
+        """What the classifier judges a run by, once `ending` is decided."""
+        return Evidence(
+            job=self.job,
+            pods=list(self.pods.values()),
+            results=results,
+            timed_out=_TIMED_OUT.get(ending),
+            memory_limit=memory_limit,
+            job_deleted=ending == "job_deleted",
+            events=events,
+        )
+
     def _results_wait(self, now: float) -> Decision:
-        """A finished Job: over once its upload is marked, or results_timeout after its end."""
-        if self.upload_status != "pending":
+        """A finished Job: over once its upload is marked, or results_timeout after its end.
+
+        Nothing is waited for when no upload can come: the uploader never started (an init
+        container failed, say), or the pod has ended, so the uploader has exited and whatever it
+        patched is there for the final read of the ConfigMap.
+        """
+        if (
+            self.upload_status != "pending"
+            or not _started(self.newest_pod, SIDECAR_CONTAINER)
+            or _pod_done(self.newest_pod)
+        ):
             return Decision("finished")
         ended = job_end(self.job) if self.job is not None else None
         if ended is None:
             return Decision("finished")
         due = ended + self.results_timeout
         return Decision("finished") if now >= due else Decision(None, wake_at=due)
+
+
+def judge(
+    progress: RunProgress,
+    now: float,
+    *,
+    results: RunResults | None = None,
+    events: Sequence[Mapping[str, Any]] = (),
+) -> Outcome | None:
+    """The outcome the operator's watch would report at `now`, or None while it would wait.
+
+    `kubectl dbt describe` calls this with what it reads; the watch makes the same two calls
+    (RunProgress.decide, then classify), so the two never disagree.
+    """
+    decision = progress.decide(now)
+    if decision.ending is None:
+        return None
+    return classify(progress.evidence(decision.ending, results=results, events=events))
 
 
 def job_finished(job: Mapping[str, Any]) -> bool:
@@ -203,25 +283,20 @@ def condition_since(obj: Mapping[str, Any] | None, kind: str) -> float | None:
     return None
 
 
-def _dbt_state(pod: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    if pod is None:
-        return {}
-    return (container_status(pod, DBT_CONTAINER) or {}).get("state") or {}
+def _started(pod: Mapping[str, Any] | None, container: str) -> bool:
+    """Whether `container` has started (and maybe ended) in `pod`."""
+    status = (container_status(pod, container) if pod is not None else None) or {}
+    state = status.get("state") or {}
+    return "running" in state or "terminated" in state or bool(status.get("lastState"))
 
 
 def dbt_started_in(pod: Mapping[str, Any] | None) -> bool:
     """Whether dbt has started (and maybe ended) in `pod`."""
-    state = _dbt_state(pod)
-    return "running" in state or "terminated" in state
+    return _started(pod, DBT_CONTAINER)
 
 
 def _pod_done(pod: Mapping[str, Any] | None) -> bool:
     return ((pod or {}).get("status") or {}).get("phase") in ("Succeeded", "Failed")
-
-
-def _waiting_reason(pod: Mapping[str, Any] | None) -> str | None:
-    reason = (_dbt_state(pod).get("waiting") or {}).get("reason")
-    return str(reason) if reason else None
 
 
 def _upload_status(configmap: Mapping[str, Any]) -> str:

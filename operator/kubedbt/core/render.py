@@ -24,19 +24,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, Final
 
 from kubedbt.core import naming
 from kubedbt.core.command import ARTIFACTS_DIR, JSON_LOG_FILE, TARGET_PATH, command_line, dbt_args
 from kubedbt.core.manifests import ConfigMapManifest, JobManifest, OwnerReference
-from kubedbt.core.naming import RunIdentity
+from kubedbt.core.naming import DBT_CONTAINER, RESTORE_CONTAINER, SIDECAR_CONTAINER, RunIdentity
 from kubedbt.core.podtemplate import merge_pod_template
 from kubedbt.core.results import RUN_RESULTS_KEY
 from kubedbt.core.spec import DbtRunSpec
 
-DBT_CONTAINER: Final = "dbt"
-SIDECAR_CONTAINER: Final = "results-uploader"
-RESTORE_CONTAINER: Final = "restore-state"
 PREVIOUS_VOLUME: Final = "kubedbt-previous-results"
 PREVIOUS_DIR: Final = "/kubedbt-previous"
 STATE_DIR: Final = f"{ARTIFACTS_DIR}/state"
@@ -67,30 +65,37 @@ _CONTAINER_SECURITY: Final = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
 }
-_SIDECAR_RESOURCES: Final = {
+# kubedbt's own containers when sidecar_resources is unset. The uploader streams the results, so
+# its memory does not grow with their size (tests/cluster/test_sidecar.py: 50 MB within 128Mi).
+DEFAULT_SIDECAR_RESOURCES: Final = {
     "requests": {"cpu": "10m", "memory": "64Mi"},
-    "limits": {"memory": "256Mi"},
+    "limits": {"memory": "128Mi"},
 }
 
 
 def render_job(
-    spec: DbtRunSpec, identity: RunIdentity, *, state_from: str | None = None
+    spec: DbtRunSpec,
+    identity: RunIdentity,
+    *,
+    state_from: str | None = None,
+    annotations: Mapping[str, str] | None = None,
 ) -> JobManifest:
     """The batch/v1 Job that runs one try of the dbt command in `spec`.
 
     `state_from` names a previous try's results ConfigMap: its run_results.json is unpacked into
-    STATE_DIR before dbt starts, for `dbt retry --state` (see retry_spec).
+    STATE_DIR before dbt starts, for `dbt retry --state` (see retry_spec). `annotations` are
+    kubedbt's own (kubedbt.io/...), on the Job only.
     """
     name = naming.job_name(identity)
     labels = {**spec.labels, **naming.run_labels(identity)}
-    annotations = {
+    run_annotations = {
         **spec.annotations,
         **naming.run_annotations(identity),
         ANNOTATION_COMMAND: command_line(spec),
         ANNOTATION_RESULTS: naming.results_configmap_name(identity),
     }
     template: dict[str, Any] = {
-        "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+        "metadata": {"labels": dict(labels), "annotations": dict(run_annotations)},
         "spec": _pod_spec(spec, identity, state_from),
     }
     if spec.pod_template is not None:
@@ -102,7 +107,7 @@ def render_job(
             "name": name,
             "namespace": spec.namespace,
             "labels": labels,
-            "annotations": annotations,
+            "annotations": {**run_annotations, **(annotations or {})},
         },
         "spec": {
             "backoffLimit": spec.backoff_limit,
@@ -249,7 +254,7 @@ def _kubedbt_container(
         "command": ["kubedbt-sidecar"],
         "args": args,
         "volumeMounts": mounts,
-        "resources": copy.deepcopy(_SIDECAR_RESOURCES),
+        "resources": copy.deepcopy(spec.sidecar_resources or DEFAULT_SIDECAR_RESOURCES),
         "securityContext": {**copy.deepcopy(_CONTAINER_SECURITY), "readOnlyRootFilesystem": True},
     }
     if spec.image_pull_policy is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kubedbt.core.results import Summary
+from kubedbt.core.results import Summary, freshness_message
 
 
 def summary_lines(summary: Summary) -> list[str]:
@@ -20,6 +20,10 @@ def summary_lines(summary: Summary) -> list[str]:
             lines.append(f"  {failure['status']:<6} {failure['unique_id']}{rows}: {message}")
         if summary["failures_omitted"]:
             lines.append(f"  ... and {summary['failures_omitted']} more")
+    warned = [f for f in summary.get("freshness") or [] if f["status"] == "warn"]
+    if warned:
+        lines.append("Sources past warn_after:")
+        lines += [f"  warn   {f['unique_id']}: {freshness_message(f)}" for f in warned]
     if summary["slowest"]:
         lines.append("Slowest nodes:")
         lines += [f"  {n['execution_time']:8.2f}s  {n['unique_id']}" for n in summary["slowest"]]

@@ -22,7 +22,13 @@ import yaml
 
 from kubedbt.core import validate
 from kubedbt.core import validate_pod as pod
-from kubedbt.core.command import ACCEPTED_BY, COMMANDS, MANAGED_FLAGS
+from kubedbt.core.command import (
+    ACCEPTED_BY,
+    COMMANDS,
+    EVIDENCE_ENV,
+    MANAGED_FLAGS,
+    evidence_flag,
+)
 from kubedbt.core.errors import InvalidSpecError
 from kubedbt.core.naming import check_not_reserved
 
@@ -110,6 +116,9 @@ class DbtRunSpec:
     """A Pod manifest (dict, or path of a YAML file) that kubedbt's rendering is merged over."""
     sidecar_image: str = DEFAULT_SIDECAR_IMAGE
     """Image of the results uploader sidecar."""
+    sidecar_resources: dict[str, Any] = field(default_factory=dict)
+    """Requests and limits of kubedbt's own containers (the uploader, restore-state); unset:
+    requests 10m CPU and 64Mi, limit 128Mi (enough to upload a 50 MB run_results)."""
 
     # --- job ---
     active_deadline_seconds: int | None = None
@@ -199,6 +208,7 @@ def _checked(spec: DbtRunSpec) -> dict[str, Any]:
         ),
         "pod_template": template,
         "sidecar_image": pod.image("sidecar_image", spec.sidecar_image),
+        "sidecar_resources": pod.resources("sidecar_resources", spec.sidecar_resources),
         "active_deadline_seconds": v.optional_integer(
             "active_deadline_seconds", spec.active_deadline_seconds, minimum=1
         ),
@@ -233,6 +243,19 @@ def _check_combinations(spec: DbtRunSpec) -> None:
         raise InvalidSpecError("macro", "dbt run-operation needs the name of the macro to run")
     check_not_reserved("labels", list(spec.labels))
     check_not_reserved("annotations", list(spec.annotations))
+    _check_evidence_env(spec.env_vars)
+
+
+def _check_evidence_env(env: tuple[dict[str, Any], ...]) -> None:
+    """Refuse env values that would stop dbt from leaving the evidence kubedbt reports from."""
+    for i, entry in enumerate(env):
+        refused = EVIDENCE_ENV.get(entry["name"])
+        value = entry.get("value")
+        if refused is not None and isinstance(value, str) and value.strip().lower() in refused[0]:
+            # The value of one of these two switches is no secret; it is named to be fixed.
+            raise InvalidSpecError(
+                f"env_vars[{i}]", f"{entry['name']}={value} is not allowed: {refused[1]}"
+            )
 
 
 def _optional_path(parameter: str, value: object) -> str | None:
@@ -277,6 +300,10 @@ def dbt_flags(parameter: str, value: object) -> tuple[str, ...]:
         name = flag.split("=", 1)[0]
         if name in MANAGED_FLAGS:
             raise InvalidSpecError(parameter, f"{name} is not allowed here: {MANAGED_FLAGS[name]}")
+    removes_evidence = evidence_flag(flags)
+    if removes_evidence is not None:
+        flag, why = removes_evidence
+        raise InvalidSpecError(parameter, f"{flag} is not allowed: {why}")
     return flags
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from kubedbt.core.naming import (
     DAG_RUN_KEY_ANNOTATION,
@@ -136,3 +136,28 @@ def resumable(
         if try_number is not None and try_number < identity.try_number:
             found.append((try_number, configmap))
     return [configmap for _, configmap in sorted(found, key=lambda f: f[0], reverse=True)]
+
+
+# The statuses `dbt retry` reruns (dbt's own RETRYABLE_STATUSES, in dbt/task/retry.py).
+RERUN_BY_DBT_RETRY: Final = frozenset(
+    {"error", "fail", "skipped", "runtime error", "partial success"}
+)
+
+
+def why_not_resume(run_results: Mapping[str, Any] | None) -> str | None:
+    """Why an earlier try's run_results cannot be resumed by `dbt retry`; None when they can.
+
+    dbt retry reruns the nodes the file records as errored, failed or skipped. A file that records
+    no node at all (dbt stopped before the first one, or the packer had to leave the results out)
+    makes it exit 2 ("Could not find previous run"); one whose nodes all succeeded (the failure was
+    elsewhere, an on-run-end hook say) makes it exit 0 without running anything, and the task
+    would succeed. Either way the full command is what the try must run.
+    """
+    if run_results is None:
+        return "it left no run_results"
+    results = run_results.get("results") or []
+    if not results:
+        return "its run_results record no node that ran"
+    if not any(r.get("status") in RERUN_BY_DBT_RETRY for r in results):
+        return "its run_results record no node for dbt retry to rerun"
+    return None

@@ -265,6 +265,15 @@ class RunClient:
             self.core.list_namespaced_pod, namespace, label_selector=label_selector(selector)
         )
 
+    async def list_events(self, namespace: str, kind: str, name: str) -> list[JSON]:
+        """The Events about one object (a Job or a pod) of the namespace."""
+        events, _ = await self.list_objects(
+            self.core.list_namespaced_event,
+            namespace,
+            field_selector=f"involvedObject.kind={kind},involvedObject.name={name}",
+        )
+        return events
+
     async def log_tail(self, pod: str, namespace: str, container: str, lines: int) -> str | None:
         """The last `lines` lines of a container's log, or None when it cannot be read."""
         try:

@@ -9,6 +9,7 @@ killed between the two leaves a Job that the next try adopts and gives its Confi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,7 +18,7 @@ from kubedbt.core.errors import RetryableError
 from kubedbt.core.naming import RunIdentity
 from kubedbt.core.render import render_job, render_results_configmap, retry_spec
 from kubedbt.core.spec import DbtRunSpec
-from kubedbt.core.tries import LaunchPlan, plan_launch, resumable, try_jobs
+from kubedbt.core.tries import LaunchPlan, plan_launch, resumable, try_jobs, why_not_resume
 from kubedbt.io.kube import CreatedRun, RunClient
 
 # Seconds, on top of the pod's termination grace period, that a stopped Job may take to go.
@@ -51,8 +52,12 @@ async def launch_run(
     *,
     resume: bool,
     log: TaskLog,
+    annotations: Mapping[str, str] | None = None,
 ) -> Launched:
-    """Create (or adopt) the run of `identity`, after clearing the way of other tries' dbt."""
+    """Create (or adopt) the run of `identity`, after clearing the way of other tries' dbt.
+
+    `annotations` are kubedbt's own, added to the Job's (the watch's limits, say).
+    """
     namespace = spec.namespace
     selector = naming.task_instance_selector(identity)
     jobs, _ = await client.list_objects(
@@ -64,7 +69,7 @@ async def launch_run(
         return await _adopt(client, spec, identity, plan.adopt.name, plan.adopt.try_number, log)
     state_from = await _resume_from(client, spec, identity, log) if resume else None
     run_spec = retry_spec(spec) if state_from is not None else spec
-    job = render_job(run_spec, identity, state_from=state_from)
+    job = render_job(run_spec, identity, state_from=state_from, annotations=annotations)
     created = await client.create_run(job, render_results_configmap(run_spec, identity))
     return Launched(created, identity, state_from)
 
@@ -135,9 +140,11 @@ async def _resume_from(
         label_selector=naming.task_instance_selector(identity),
     )
     for configmap in resumable(identity, configmaps):
-        if results.decode(configmap).run_results is not None:
-            name = str(configmap["metadata"]["name"])
+        name = str(configmap["metadata"]["name"])
+        why_not = why_not_resume(results.decode(configmap).run_results)
+        if why_not is None:
             log.info("retrying the nodes an earlier try did not finish (dbt retry on %s)", name)
             return name
-    log.info("no earlier try of this DAG run left run_results: running the full command")
+        log.info("not resuming from %s: %s", name, why_not)
+    log.info("no earlier try of this DAG run left run_results to resume: running the full command")
     return None

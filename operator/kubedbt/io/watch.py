@@ -20,13 +20,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import TypeVar
 
 from kubedbt.core import results as results_codec
-from kubedbt.core.classify import DBT_CONTAINER, Evidence, TimedOut
+from kubedbt.core.classify import Evidence
+from kubedbt.core.naming import DBT_CONTAINER
 from kubedbt.core.progress import Ending, RunProgress, dbt_started_in
 from kubedbt.io.informer import NamespaceInformer, Subscription
-from kubedbt.io.kube import JSON
+from kubedbt.io.kube import JSON, RunClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,12 +67,6 @@ class WatchResult:
 
 
 LogSink = Callable[[str], Awaitable[None] | None]
-_TIMED_OUT: Final[dict[Ending, TimedOut]] = {
-    "startup": "startup",
-    "execution": "execution",
-    "suspended": "suspended",
-    "terminating": "terminating",
-}
 
 
 async def watch_run(
@@ -100,9 +95,9 @@ async def watch_run(
     finished = ending == "finished"
     show_log = pod_name is not None and progress.ever_started and ending != "job_deleted"
     # The Job's condition can arrive before the pod's last update: the pods are read once more,
-    # with the results and the log, all at once.
+    # with the results, the log and the Events of the Job and its pods, all at once.
     async with informer.lease() as client:
-        listed, configmap, tail = await asyncio.gather(
+        listed, configmap, tail, events = await asyncio.gather(
             _if(finished, lambda: client.list_pods(run.namespace, run.selector)),
             _if(finished, lambda: client.read_configmap(run.configmap_name, run.namespace)),
             _if(
@@ -111,19 +106,30 @@ async def watch_run(
                     str(pod_name), run.namespace, DBT_CONTAINER, limits.log_tail_lines
                 ),
             ),
+            _events(client, run, list(progress.pods)),
         )
     if listed is not None:
         progress.listed("pod", listed[0])
-    run_results = results_codec.decode(configmap) if configmap is not None else None
-    evidence = Evidence(
-        job=progress.job,
-        pods=list(progress.pods.values()),
-        results=run_results,
-        timed_out=_TIMED_OUT.get(ending),
+    evidence = progress.evidence(
+        ending,
+        results=results_codec.decode(configmap) if configmap is not None else None,
+        events=events,
         memory_limit=memory_limit,
-        job_deleted=ending == "job_deleted",
     )
     return WatchResult(evidence=evidence, log_tail=tail, pod_name=pod_name)
+
+
+async def _events(client: RunClient, run: RunRef, pods: list[str]) -> list[JSON]:
+    """The Events of the run's Job and pods: evidence only, so a refusal costs nothing but them."""
+    objects = [("Job", run.job_name), *(("Pod", name) for name in pods)]
+    try:
+        found = await asyncio.gather(
+            *(client.list_events(run.namespace, kind, name) for kind, name in objects)
+        )
+    except Exception as e:  # the outcome does not depend on them
+        log.warning("could not read the Events of %s: %s", run.job_name, e)
+        return []
+    return [event for events in found for event in events]
 
 
 async def _if(condition: bool, read: Callable[[], Awaitable[T]]) -> T | None:
