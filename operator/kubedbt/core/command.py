@@ -79,41 +79,38 @@ MANAGED_FLAGS: Final[dict[str, str]] = {
 }
 
 
-# Flags and env values that would take away the evidence kubedbt reports from (run_results.json,
-# the JSON log file). dbt's flags win over its env vars, so the managed flags above need no env
-# counterpart; these are the switches that no flag of kubedbt's overrides.
-EVIDENCE_FLAGS: Final[dict[str, str]] = {
-    "--no-write-json": "kubedbt reports from run_results.json, which it stops dbt from writing",
-    "--log-level-file": "kubedbt reads dbt's error events from the log file",
+# Flags and env vars that would take away the evidence kubedbt reports from (run_results.json,
+# the JSON log file), with the values that do it (None: the flag alone) and why. dbt's flags win
+# over its env vars, so the managed flags above need no env counterpart; no flag of kubedbt's
+# overrides these.
+_NO_JSON = "kubedbt reports from run_results.json, which this stops dbt from writing"
+_NO_LOG_FILE = "kubedbt reads dbt's error events from the log file, which this turns off"
+_FALSE = frozenset({"false", "0", "no", "f", "n", "off"})
+EVIDENCE_SWITCHES: Final[dict[str, tuple[frozenset[str] | None, str]]] = {
+    "--no-write-json": (None, _NO_JSON),
+    "--log-level-file": (frozenset({"none"}), _NO_LOG_FILE),
+    "DBT_WRITE_JSON": (_FALSE, _NO_JSON),
+    "DBT_LOG_LEVEL_FILE": (frozenset({"none"}), _NO_LOG_FILE),
 }
-EVIDENCE_ENV: Final[dict[str, tuple[frozenset[str], str]]] = {
-    "DBT_WRITE_JSON": (
-        frozenset({"false", "0", "no", "f", "n", "off"}),
-        "kubedbt reports from run_results.json, which it stops dbt from writing",
-    ),
-    "DBT_LOG_LEVEL_FILE": (
-        frozenset({"none"}),
-        "kubedbt reads dbt's error events from the log file, which it turns off",
-    ),
-}
-# For flags that take a value: the values that take the evidence away.
-_EVIDENCE_FLAG_VALUES: Final[dict[str, frozenset[str]]] = {
-    "--log-level-file": frozenset({"none"}),
-}
+
+
+def removes_evidence(switch: str, value: str | None) -> str | None:
+    """Why setting `switch` (a flag or env var) to `value` takes the evidence away, if it does."""
+    if switch not in EVIDENCE_SWITCHES:
+        return None
+    values, why = EVIDENCE_SWITCHES[switch]
+    return why if values is None or (value or "").strip().lower() in values else None
 
 
 def evidence_flag(flags: tuple[str, ...]) -> tuple[str, str] | None:
     """The first flag of `flags` that would take away kubedbt's evidence, and why."""
     for i, flag in enumerate(flags):
-        name, _, inline = flag.partition("=")
-        if name not in EVIDENCE_FLAGS:
-            continue
-        bad_values = _EVIDENCE_FLAG_VALUES.get(name)
-        if bad_values is None:
-            return name, EVIDENCE_FLAGS[name]
-        value = inline if "=" in flag else (flags[i + 1] if i + 1 < len(flags) else "")
-        if value.strip().lower() in bad_values:
-            return f"{name} {value}", EVIDENCE_FLAGS[name]
+        name, equals, inline = flag.partition("=")
+        value = inline if equals else (flags[i + 1] if i + 1 < len(flags) else None)
+        why = removes_evidence(name, value)
+        if why is not None:
+            takes_value = EVIDENCE_SWITCHES[name][0] is not None
+            return (f"{name} {value}" if takes_value else name), why
     return None
 
 

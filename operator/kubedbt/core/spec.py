@@ -25,9 +25,9 @@ from kubedbt.core import validate_pod as pod
 from kubedbt.core.command import (
     ACCEPTED_BY,
     COMMANDS,
-    EVIDENCE_ENV,
     MANAGED_FLAGS,
     evidence_flag,
+    removes_evidence,
 )
 from kubedbt.core.errors import InvalidSpecError
 from kubedbt.core.naming import check_not_reserved
@@ -249,12 +249,12 @@ def _check_combinations(spec: DbtRunSpec) -> None:
 def _check_evidence_env(env: tuple[dict[str, Any], ...]) -> None:
     """Refuse env values that would stop dbt from leaving the evidence kubedbt reports from."""
     for i, entry in enumerate(env):
-        refused = EVIDENCE_ENV.get(entry["name"])
         value = entry.get("value")
-        if refused is not None and isinstance(value, str) and value.strip().lower() in refused[0]:
+        why = removes_evidence(entry["name"], value) if isinstance(value, str) else None
+        if why is not None:
             # The value of one of these two switches is no secret; it is named to be fixed.
             raise InvalidSpecError(
-                f"env_vars[{i}]", f"{entry['name']}={value} is not allowed: {refused[1]}"
+                f"env_vars[{i}]", f"{entry['name']}={value} is not allowed: {why}"
             )
 
 
