@@ -73,11 +73,8 @@ class Cluster:
 
     async def events(self, job_name: str, pods: list[str]) -> list[JSON]:
         """The Events of the run's Job and pods."""
-        found: list[JSON] = []
-        for kind, name in [("Job", job_name), *(("Pod", pod) for pod in pods)]:
-            with api_errors(f"listing the Events of {kind.lower()} {name}"):
-                found += await self.client.list_events(self.namespace, kind, name)
-        return found
+        with api_errors(f"listing the Events of {job_name} and its pods"):
+            return await self.client.list_run_events(self.namespace, job_name, pods)
 
     async def configmap(self, name: str) -> JSON | None:
         """A ConfigMap in the namespace, or None when it does not exist."""

@@ -10,6 +10,7 @@ half-created run is left behind.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -265,14 +266,20 @@ class RunClient:
             self.core.list_namespaced_pod, namespace, label_selector=label_selector(selector)
         )
 
-    async def list_events(self, namespace: str, kind: str, name: str) -> list[JSON]:
-        """The Events about one object (a Job or a pod) of the namespace."""
-        events, _ = await self.list_objects(
-            self.core.list_namespaced_event,
-            namespace,
-            field_selector=f"involvedObject.kind={kind},involvedObject.name={name}",
+    async def list_run_events(self, namespace: str, job_name: str, pods: list[str]) -> list[JSON]:
+        """The Events about a run's Job and its pods (one list per object, all at once)."""
+        objects = [("Job", job_name), *(("Pod", name) for name in pods)]
+        found = await asyncio.gather(
+            *(
+                self.list_objects(
+                    self.core.list_namespaced_event,
+                    namespace,
+                    field_selector=f"involvedObject.kind={kind},involvedObject.name={name}",
+                )
+                for kind, name in objects
+            )
         )
-        return events
+        return [event for events, _ in found for event in events]
 
     async def log_tail(self, pod: str, namespace: str, container: str, lines: int) -> str | None:
         """The last `lines` lines of a container's log, or None when it cannot be read."""

@@ -121,15 +121,11 @@ async def watch_run(
 
 async def _events(client: RunClient, run: RunRef, pods: list[str]) -> list[JSON]:
     """The Events of the run's Job and pods: evidence only, so a refusal costs nothing but them."""
-    objects = [("Job", run.job_name), *(("Pod", name) for name in pods)]
     try:
-        found = await asyncio.gather(
-            *(client.list_events(run.namespace, kind, name) for kind, name in objects)
-        )
+        return await client.list_run_events(run.namespace, run.job_name, pods)
     except Exception as e:  # the outcome does not depend on them
         log.warning("could not read the Events of %s: %s", run.job_name, e)
         return []
-    return [event for events in found for event in events]
 
 
 async def _if(condition: bool, read: Callable[[], Awaitable[T]]) -> T | None:
