@@ -14,7 +14,7 @@ from typing import Any, TextIO
 import pytest
 
 from kubedbt.core import results
-from kubedbt.io.uploader import json_members
+from kubedbt.core.json_stream import json_members
 from tests.unit.dbt_runs import DbtRun, copy_example, invoke, load_with_dbt
 from tests.unit.packed import pack_every_level, round_trip
 

@@ -1,0 +1,111 @@
+"""Reading a large JSON object member by member, its "results" array one item at a time.
+
+dbt's run_results.json can be tens of MB of compiled SQL; the results sidecar has a small memory
+limit. This reader holds one value at a time (plus one read), using the standard library's
+raw_decode, so packing a file costs the memory of its largest result, not of the file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+# Characters read at a time; a value larger than this is read in growing pieces.
+READ_CHARS = 1 << 16
+_NOT_WHITESPACE = re.compile(r"[^ \t\n\r]")
+_DECODER = json.JSONDecoder()
+
+
+class _JsonReader:
+    """JSON values read one at a time from a text stream.
+
+    The buffer holds the value being read and at most what one read brings past it, so a large
+    file costs the memory of its largest value (one result), not of the file. Each turn of a loop
+    here consumes input or reads more, so the end of the file bounds them all.
+    """
+
+    def __init__(self, stream: TextIO, read_chars: int) -> None:
+        self._stream = stream
+        self._read_chars = read_chars
+        self._buffer = ""
+        self._at = 0
+
+    def _more(self) -> bool:
+        """Read more, at least as much again as is buffered (a long value takes few reads)."""
+        kept = self._buffer[self._at :]
+        text = self._stream.read(max(self._read_chars, len(kept)))
+        self._buffer, self._at = kept + text, 0
+        return bool(text)
+
+    def peek(self) -> str:
+        """The next character that is not whitespace ("" at the end)."""
+        while True:
+            found = _NOT_WHITESPACE.search(self._buffer, self._at)
+            if found:
+                self._at = found.start()
+                return found.group()
+            self._at = len(self._buffer)
+            if not self._more():
+                return ""
+
+    def expect(self, allowed: str) -> str:
+        """Consume the next character, one of `allowed`."""
+        found = self.peek()
+        if not found or found not in allowed:
+            raise ValueError(f"expected one of {allowed!r}, found {found or 'the end'!r}")
+        self._at += 1
+        return found
+
+    def value(self) -> Any:
+        """The next JSON value."""
+        self.peek()
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self._buffer, self._at)
+            except json.JSONDecodeError:
+                if not self._more():
+                    raise
+                continue
+            # A number that ends the buffer may go on in the next read.
+            if end < len(self._buffer) or not self._more():
+                self._at = end
+                return value
+
+    def items(self) -> Iterator[Any]:
+        """The values of the array that comes next, one at a time."""
+        self.expect("[")
+        if self.peek() == "]":
+            self.expect("]")
+            return
+        while True:
+            yield self.value()
+            if self.expect(",]") == "]":
+                return
+
+
+def json_members(stream: TextIO, *, read_chars: int = READ_CHARS) -> Iterator[tuple[str, Any]]:
+    """The top-level (key, value) pairs of a JSON object, the "results" array as an iterator.
+
+    Each pair is read when the previous one has been used; the results iterator is drained before
+    the next pair even if the consumer stopped early.
+    """
+    reader = _JsonReader(stream, read_chars)
+    reader.expect("{")
+    if reader.peek() == "}":
+        return
+    while True:
+        key = reader.value()
+        if not isinstance(key, str):
+            raise ValueError(f"expected a key, found {key!r}")
+        reader.expect(":")
+        if key == "results" and reader.peek() == "[":
+            results = reader.items()
+            yield key, results
+            for _ in results:
+                pass
+        else:
+            yield key, reader.value()
+        if reader.expect(",}") == "}":
+            return
