@@ -7,6 +7,7 @@ import yaml
 
 from kubedbt import DbtRunSpec, RunIdentity, render_job, render_results_configmap
 from kubedbt.core import naming
+from kubedbt.core.podtemplate import merge_pod_template
 from kubedbt.core.render import owned_by_job
 from tests.unit.golden_cases import CASES, GOLDEN_DIR, IDENTITY
 
@@ -140,6 +141,84 @@ def test_pod_template_fills_in_but_never_overrides() -> None:
     metadata = render_job(spec, identity)["spec"]["template"]["metadata"]
     assert metadata["labels"]["cost-center"] == "42"
     assert "name" not in metadata
+
+
+# A template that uses every opening kubedbt leaves: dbt fields kubedbt does not set, containers,
+# init containers and volumes of its own, a token for another audience than the API server.
+ALLOWED_TEMPLATE = {
+    "metadata": {},
+    "spec": {
+        "shareProcessNamespace": False,
+        "volumes": [
+            {"name": "cache", "emptyDir": {}},
+            {
+                "name": "vault-token",
+                "projected": {
+                    "sources": [{"serviceAccountToken": {"path": "t", "audience": "vault"}}]
+                },
+            },
+        ],
+        "containers": [
+            {
+                "name": "dbt",
+                "livenessProbe": {"exec": {"command": ["true"]}},
+                "ports": [{"containerPort": 8080}],
+                "lifecycle": {"preStop": {"exec": {"command": ["sleep", "1"]}}},
+                "volumeMounts": [{"name": "vault-token", "mountPath": "/var/run/vault"}],
+            },
+            {
+                "name": "proxy",
+                "image": "proxy:1",
+                "volumeMounts": [{"name": "vault-token", "mountPath": "/var/run/vault"}],
+            },
+        ],
+        "initContainers": [
+            {
+                "name": "warm-cache",
+                "image": "busybox",
+                "volumeMounts": [{"name": "cache", "mountPath": "/c"}],
+            }
+        ],
+    },
+}
+
+
+def _mounted_by(pod: dict, volume: str) -> set[str]:
+    return {
+        name
+        for name, container in _containers(pod).items()
+        for mount in container.get("volumeMounts", [])
+        if mount["name"] == volume
+    }
+
+
+def test_an_allowed_template_leaves_kubedbt_its_token_and_previous_results() -> None:
+    spec = DbtRunSpec(command="retry", image="i", state="/s", pod_template=ALLOWED_TEMPLATE)
+    plain = DbtRunSpec(command="retry", image="i", state="/s")
+    job = render_job(spec, IDENTITY, state_from="previous-results")
+    pod = job["spec"]["template"]["spec"]
+    containers = _containers(pod)
+    assert set(containers) == {"dbt", "proxy", "warm-cache", "results-uploader", "restore-state"}
+    assert _mounted_by(pod, "kubedbt-sa-token") == {"results-uploader"}
+    assert _mounted_by(pod, "kubedbt-previous-results") == {"restore-state"}
+    assert pod["shareProcessNamespace"] is False
+    # kubedbt's own containers are exactly what kubedbt renders without any template.
+    plain_pod = render_job(plain, IDENTITY, state_from="previous-results")["spec"]["template"][
+        "spec"
+    ]
+    for name in ("results-uploader", "restore-state"):
+        assert containers[name] == _containers(plain_pod)[name]
+    assert containers["dbt"]["livenessProbe"] == {"exec": {"command": ["true"]}}
+    assert containers["dbt"]["ports"] == [{"containerPort": 8080}]
+    token_volume = next(v for v in pod["volumes"] if v["name"] == "kubedbt-sa-token")
+    assert token_volume == next(v for v in plain_pod["volumes"] if v["name"] == "kubedbt-sa-token")
+
+
+def test_no_template_can_share_the_process_namespace() -> None:
+    # Defence in depth: even a template the spec did not check loses to kubedbt's explicit false.
+    rendered = render_job(*CASES["minimal"])["spec"]["template"]
+    merged = merge_pod_template({"spec": {"shareProcessNamespace": True}}, dict(rendered))
+    assert merged["spec"]["shareProcessNamespace"] is False
 
 
 def test_rendering_shares_no_objects_with_the_spec() -> None:

@@ -12,6 +12,26 @@ from kubedbt import DbtRunSpec, InvalidSpecError
 from kubedbt.core.command import command_line, dbt_args
 
 BASE: dict[str, Any] = {"command": "build", "image": "kubedbt/dbt:dev"}
+TOKEN_IS_KUBEDBTS = (
+    "'kubedbt-sa-token' is kubedbt's own volume: it holds the results uploader's token"
+)
+API_SERVER_TOKEN = "without an audience is an API-server token"
+
+
+def _template(**spec: Any) -> dict[str, Any]:
+    return {"pod_template": {"metadata": {}, "spec": spec}}
+
+
+def _mounting(volume: str) -> list[dict[str, Any]]:
+    return [{"name": volume, "mountPath": "/x"}]
+
+
+def _token_volume(name: str, **token: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "projected": {"sources": [{"serviceAccountToken": {"path": "t", **token}}]},
+    }
+
 
 BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
     # (parameters laid over BASE, parameter named in the error, words in the message)
@@ -89,7 +109,11 @@ BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
     ),
     ({"env_from": [{"secretRef": {}}]}, "env_from[0].secretRef.name", "expected a string"),
     ({"volumes": [{"name": "v"}]}, "volumes[0]", "has no source"),
-    ({"volumes": [{"name": "kubedbt-artifacts", "emptyDir": {}}]}, "volumes[0].name", "reserved"),
+    (
+        {"volumes": [{"name": "kubedbt-artifacts", "emptyDir": {}}]},
+        "volumes[0].name",
+        "'kubedbt-artifacts' is kubedbt's own volume: it holds dbt's artifacts",
+    ),
     ({"volumes": [{"name": "v", "emptyDir": {}}] * 2}, "volumes", "defined twice"),
     (
         {"volume_mounts": [{"name": "missing", "mountPath": "/x"}]},
@@ -141,6 +165,134 @@ BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
     ({"pod_template": "/nonexistent/pod.yaml"}, "pod_template", "cannot read"),
     ({"pod_template": {"spec": []}}, "pod_template.spec", "expected a mapping"),
     ({"sidecar_image": " "}, "sidecar_image", "must not be empty"),
+    # No parameter reaches kubedbt's own containers, volumes or the uploader's token.
+    ({"volume_mounts": _mounting("kubedbt-sa-token")}, "volume_mounts[0].name", TOKEN_IS_KUBEDBTS),
+    (
+        {"volume_mounts": _mounting("kubedbt-previous-results")},
+        "volume_mounts[0].name",
+        "'kubedbt-previous-results' is kubedbt's own volume",
+    ),
+    (
+        {
+            # The template volume would be replaced by kubedbt's real token volume at the merge.
+            **_template(volumes=[{"name": "kubedbt-sa-token", "emptyDir": {}}]),
+            "volume_mounts": _mounting("kubedbt-sa-token"),
+        },
+        "pod_template.spec.volumes[0].name",
+        TOKEN_IS_KUBEDBTS,
+    ),
+    (
+        _template(volumes=[{"name": "kubedbt-artifacts", "emptyDir": {}}]),
+        "pod_template.spec.volumes[0].name",
+        "'kubedbt-artifacts' is kubedbt's own volume",
+    ),
+    (
+        _template(containers=[{"name": "dbt", "volumeMounts": _mounting("kubedbt-sa-token")}]),
+        "pod_template.spec.containers[0].volumeMounts[0].name",
+        TOKEN_IS_KUBEDBTS,
+    ),
+    (
+        _template(
+            containers=[
+                {"name": "dbt"},
+                {"name": "shipper", "volumeMounts": _mounting("kubedbt-artifacts")},
+            ]
+        ),
+        "pod_template.spec.containers[1].volumeMounts[0].name",
+        "'kubedbt-artifacts' is kubedbt's own volume",
+    ),
+    (
+        _template(
+            volumes=[{"name": "cache", "emptyDir": {}}],
+            initContainers=[
+                {"name": "warm-cache", "volumeMounts": _mounting("cache")},
+                {
+                    "name": "fetch",
+                    "volumeMounts": [*_mounting("cache"), *_mounting("kubedbt-sa-token")],
+                },
+            ],
+        ),
+        "pod_template.spec.initContainers[1].volumeMounts[1].name",
+        TOKEN_IS_KUBEDBTS,
+    ),
+    (
+        _template(
+            initContainers=[{"name": "peek", "volumeMounts": _mounting("kubedbt-previous-results")}]
+        ),
+        "pod_template.spec.initContainers[0].volumeMounts[0].name",
+        "'kubedbt-previous-results' is kubedbt's own volume",
+    ),
+    (
+        _template(
+            containers=[
+                {"name": "dbt", "volumeMounts": [{"name": "v", "mountPath": "/kubedbt/target"}]}
+            ]
+        ),
+        "pod_template.spec.containers[0].volumeMounts[0].mountPath",
+        "/kubedbt is kubedbt's own",
+    ),
+    (
+        _template(
+            containers=[
+                {"name": "dbt"},
+                {"name": "proxy"},
+                {"name": "results-uploader", "env": [{"name": "A", "value": "1"}]},
+            ]
+        ),
+        "pod_template.spec.containers[2].name",
+        "'results-uploader' is kubedbt's own container",
+    ),
+    (
+        _template(initContainers=[{"name": "results-uploader", "lifecycle": {}}]),
+        "pod_template.spec.initContainers[0].name",
+        "would be merged into it",
+    ),
+    (
+        _template(initContainers=[{"name": "restore-state", "command": ["sh"]}]),
+        "pod_template.spec.initContainers[0].name",
+        "'restore-state' is kubedbt's own container",
+    ),
+    (
+        _template(initContainers=[{"name": "dbt"}]),
+        "pod_template.spec.initContainers[0].name",
+        "no init container",
+    ),
+    (
+        _template(containers=[{"image": "proxy:1"}]),
+        "pod_template.spec.containers[0].name",
+        "expected a string",
+    ),
+    (
+        _template(shareProcessNamespace=True),
+        "pod_template.spec.shareProcessNamespace",
+        "read the results uploader's token through /proc",
+    ),
+    (
+        _template(shareProcessNamespace="true"),
+        "pod_template.spec.shareProcessNamespace",
+        "expected true or false",
+    ),
+    (_template(hostPID=True), "pod_template.spec.hostPID", "through /proc"),
+    (
+        _template(ephemeralContainers=[{"name": "debug", "targetContainerName": "dbt"}]),
+        "pod_template.spec.ephemeralContainers",
+        "cannot have ephemeral containers",
+    ),
+    (
+        {"volumes": [{"name": "v", "emptyDir": {}}, _token_volume("api")]},
+        "volumes[1].projected.sources[0].serviceAccountToken.audience",
+        API_SERVER_TOKEN,
+    ),
+    (
+        {"volumes": [_token_volume("api", audience=" ")]},
+        "volumes[0].projected.sources[0].serviceAccountToken.audience",
+        API_SERVER_TOKEN,
+    ),
+    (
+        _template(volumes=[_token_volume("api", expirationSeconds=600)]),
+        "pod_template.spec.volumes[0].projected.sources[0].serviceAccountToken.audience",
+        API_SERVER_TOKEN,
+    ),
     ({"active_deadline_seconds": 0}, "active_deadline_seconds", "at least 1"),
     ({"backoff_limit": -1}, "backoff_limit", "at least 0"),
     ({"ttl_seconds_after_finished": -5}, "ttl_seconds_after_finished", "at least 0"),
@@ -233,6 +385,45 @@ def test_volume_mount_may_name_a_template_volume() -> None:
         **BASE, pod_template=template, volume_mounts=[{"name": "shared", "mountPath": "/s"}]
     )
     assert spec.volume_mounts[0]["name"] == "shared"
+
+
+def test_pod_template_may_add_its_own_and_fill_in_dbt() -> None:
+    # The documented uses of a template stay open: dbt fields kubedbt leaves unset, containers,
+    # init containers and volumes of other names, tokens for another audience than the API server.
+    spec = DbtRunSpec(
+        **BASE,
+        volumes=[_token_volume("vault-token", audience="vault")],
+        volume_mounts=[{"name": "vault-token", "mountPath": "/var/run/vault"}],
+        pod_template={
+            "metadata": {},
+            "spec": {
+                "shareProcessNamespace": False,
+                "hostPID": False,
+                "volumes": [_token_volume("sts-token", audience="sts.amazonaws.com")],
+                "containers": [
+                    {
+                        "name": "dbt",
+                        "readinessProbe": {"exec": {"command": ["true"]}},
+                        "ports": [{"containerPort": 8080}],
+                        "volumeMounts": [{"name": "sts-token", "mountPath": "/var/run/sts"}],
+                    },
+                    {"name": "proxy", "image": "proxy:1"},
+                ],
+                "initContainers": [{"name": "warm-cache", "image": "busybox"}],
+            },
+        },
+    )
+    assert spec.pod_template is not None
+    assert spec.pod_template["spec"]["containers"][1]["name"] == "proxy"
+
+
+def test_a_mount_of_kubedbts_volume_names_it_and_says_why() -> None:
+    with pytest.raises(InvalidSpecError) as caught:
+        DbtRunSpec(**BASE, volume_mounts=_mounting("kubedbt-sa-token"))
+    assert str(caught.value) == (
+        "invalid parameter 'volume_mounts[0].name': 'kubedbt-sa-token' is kubedbt's own volume: "
+        "it holds the results uploader's token; only kubedbt's containers mount it"
+    )
 
 
 @pytest.mark.parametrize(

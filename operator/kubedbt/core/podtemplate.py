@@ -10,6 +10,10 @@ volumeMounts, imagePullSecrets) merge by name, kubedbt's entry winning on a clas
 can add a container or set fields of the `dbt` container that kubedbt does not set. Lists of unnamed
 objects (tolerations, topologySpreadConstraints) are concatenated; lists of plain values (args,
 command) are kubedbt's when it sets them.
+
+Merging by name means a template entry named like one of kubedbt's would reach into it (a mount of
+the token volume, env for the uploader) rather than stand beside it. The spec refuses such names
+before anything is rendered (validate_pod.template_spec); this module trusts that it did.
 """
 
 from __future__ import annotations

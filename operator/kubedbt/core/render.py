@@ -34,12 +34,10 @@ from kubedbt.core.naming import DBT_CONTAINER, RESTORE_CONTAINER, SIDECAR_CONTAI
 from kubedbt.core.podtemplate import merge_pod_template
 from kubedbt.core.results import RUN_RESULTS_KEY
 from kubedbt.core.spec import DbtRunSpec
+from kubedbt.core.validate_pod import ARTIFACTS_VOLUME, PREVIOUS_VOLUME, TOKEN_VOLUME
 
-PREVIOUS_VOLUME: Final = "kubedbt-previous-results"
 PREVIOUS_DIR: Final = "/kubedbt-previous"
 STATE_DIR: Final = f"{ARTIFACTS_DIR}/state"
-ARTIFACTS_VOLUME: Final = "kubedbt-artifacts"
-TOKEN_VOLUME: Final = "kubedbt-sa-token"
 TOKEN_DIR: Final = "/var/run/secrets/kubernetes.io/serviceaccount"
 DEFAULT_UID: Final = 1000
 
@@ -179,6 +177,8 @@ def _pod_spec(spec: DbtRunSpec, identity: RunIdentity, state_from: str | None) -
         "restartPolicy": "Never",
         # Only the sidecar needs API access: it alone mounts the projected token volume below.
         "automountServiceAccountToken": False,
+        # Explicit, so no pod template can turn it on: dbt would read the sidecar's token in /proc.
+        "shareProcessNamespace": False,
         "terminationGracePeriodSeconds": spec.termination_grace_period,
         "securityContext": {**copy.deepcopy(_POD_SECURITY), **spec.security_context},
         "initContainers": [_sidecar_container(spec, identity)],
@@ -233,7 +233,7 @@ def retry_spec(spec: DbtRunSpec) -> DbtRunSpec:
 
 
 def _restore_state_container(spec: DbtRunSpec) -> dict[str, Any]:
-    return _kubedbt_container(
+    container = _kubedbt_container(
         spec,
         RESTORE_CONTAINER,
         ["restore-state", "--archive", f"{PREVIOUS_DIR}/{RUN_RESULTS_KEY}", "--into", STATE_DIR],
@@ -242,6 +242,9 @@ def _restore_state_container(spec: DbtRunSpec) -> dict[str, Any]:
             {"name": PREVIOUS_VOLUME, "mountPath": PREVIOUS_DIR, "readOnly": True},
         ],
     )
+    # Its one-line refusal (an archive too large or damaged) becomes the init_failed reason.
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    return container
 
 
 def _kubedbt_container(

@@ -325,7 +325,8 @@ def pod_template(parameter: str, value: object) -> dict[str, Any] | None:
     if kind != "Pod":
         raise InvalidSpecError(parameter, f"expected a Pod manifest, got kind {kind!r}")
     validate.mapping(f"{parameter}.metadata", template.get("metadata"))
-    validate.mapping(f"{parameter}.spec", template.get("spec"))
+    # The template merges by name under kubedbt's pod: names of kubedbt's own are refused here.
+    pod.template_spec(f"{parameter}.spec", template.get("spec"))
     return template
 
 

@@ -3,6 +3,12 @@
 Objects are checked for the mistakes people make in DAG files: snake_case keys where the API wants
 camelCase, a mount without its volume, requests above limits, a toleration with a typo'd operator.
 Error messages name the parameter and never repeat environment values, which may be secrets.
+
+They also keep every parameter away from kubedbt's own containers and volumes. The pod template
+merges by name under the pod kubedbt renders, kubedbt's entry winning, so a template entry that
+borrows one of kubedbt's names is merged into kubedbt's rather than refused by the API server: a
+mount of `kubedbt-sa-token` would receive the uploader's real token, a `results-uploader` container
+would add its env or lifecycle to kubedbt's. Such names are refused here, before anything exists.
 """
 
 from __future__ import annotations
@@ -10,14 +16,37 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, Final
 
 from kubedbt.core import validate
 from kubedbt.core.errors import InvalidSpecError
+from kubedbt.core.naming import DBT_CONTAINER, RESTORE_CONTAINER, SIDECAR_CONTAINER
 
-# Names kubedbt gives its own volumes and the mount path of its artifacts emptyDir.
-RESERVED_VOLUMES: Final = ("kubedbt-artifacts", "kubedbt-sa-token", "kubedbt-previous-results")
+# kubedbt's own volumes, each with why no other volume may take its name and no other container may
+# mount it. render.py names its volumes from here, so the checks and the Job cannot drift apart.
+ARTIFACTS_VOLUME: Final = "kubedbt-artifacts"
+TOKEN_VOLUME: Final = "kubedbt-sa-token"
+PREVIOUS_VOLUME: Final = "kubedbt-previous-results"
+RESERVED_VOLUMES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        ARTIFACTS_VOLUME: "it holds dbt's artifacts, which the results uploader reports from",
+        TOKEN_VOLUME: "it holds the results uploader's token",
+        PREVIOUS_VOLUME: "it holds the previous try's results, which restore-state unpacks",
+    }
+)
+# kubedbt's own containers besides dbt, whose fields only kubedbt sets.
+RESERVED_CONTAINERS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        SIDECAR_CONTAINER: "it uploads the results with the pod's service account token",
+        RESTORE_CONTAINER: "it restores the previous try's results before dbt starts",
+    }
+)
+# The mount path of the artifacts emptyDir in the dbt container.
 RESERVED_MOUNT: Final = "/kubedbt"
+# Pod settings that let the dbt container read other containers' files through /proc.
+_PROCESS_SHARING: Final = ("shareProcessNamespace", "hostPID")
+_CONTAINER_LISTS: Final = ("containers", "initContainers")
 
 AFFINITY_KEYS: Final = ("nodeAffinity", "podAffinity", "podAntiAffinity")
 POD_SECURITY_KEYS: Final = (
@@ -174,37 +203,132 @@ def env_from(parameter: str, value: object) -> tuple[dict[str, Any], ...]:
 
 
 def volumes(parameter: str, value: object) -> tuple[dict[str, Any], ...]:
-    """Volume dicts with unique names, none of them kubedbt's own."""
+    """Volume dicts with unique names, none of them kubedbt's own and none an API-server token."""
     result = validate.list_of_mappings(parameter, value)
     seen: set[str] = set()
     for i, volume in enumerate(result):
         name = validate.dns_label(f"{parameter}[{i}].name", volume.get("name"))
-        if name in RESERVED_VOLUMES:
-            raise InvalidSpecError(f"{parameter}[{i}].name", f"{name!r} is reserved for kubedbt")
+        _not_reserved_volume(f"{parameter}[{i}].name", name, "give yours another name")
         if name in seen:
             raise InvalidSpecError(parameter, f"volume {name!r} is defined twice")
         seen.add(name)
         if len(volume) < 2:
             raise InvalidSpecError(f"{parameter}[{i}]", f"volume {name!r} has no source")
+        _no_api_server_token(f"{parameter}[{i}]", volume)
     return result
 
 
 def volume_mounts(
     parameter: str, value: object, available: tuple[dict[str, Any], ...]
 ) -> tuple[dict[str, Any], ...]:
-    """VolumeMount dicts that name a volume of the pod and stay clear of kubedbt's mount."""
+    """VolumeMount dicts that name a volume of the pod and stay clear of kubedbt's volumes."""
     result = validate.list_of_mappings(parameter, value)
     names = {v.get("name") for v in available}
     for i, mount in enumerate(result):
         where = f"{parameter}[{i}]"
         known_keys(where, mount, _MOUNT_KEYS)
         name = validate.string(f"{where}.name", mount.get("name"))
+        _not_reserved_volume(f"{where}.name", name, "only kubedbt's containers mount it")
         if name not in names:
             raise InvalidSpecError(f"{where}.name", f"no volume named {name!r} in volumes")
-        path = validate.absolute_path(f"{where}.mountPath", mount.get("mountPath"))
-        if path.rstrip("/") == RESERVED_MOUNT or path.startswith(RESERVED_MOUNT + "/"):
-            raise InvalidSpecError(f"{where}.mountPath", f"{RESERVED_MOUNT} is kubedbt's own")
+        _clear_of_artifacts(where, mount)
     return result
+
+
+def template_spec(parameter: str, value: object) -> dict[str, Any]:
+    """A pod template's spec that can reach none of kubedbt's containers, volumes or token.
+
+    What the template may do stays open: set fields of the `dbt` container that kubedbt leaves
+    unset (probes, ports, lifecycle), add containers, init containers and volumes of other names.
+    """
+    spec = validate.mapping(parameter, value)
+    for key in _PROCESS_SHARING:
+        if key in spec and validate.boolean(f"{parameter}.{key}", spec[key]):
+            raise InvalidSpecError(
+                f"{parameter}.{key}",
+                "the dbt container could then read the results uploader's token through /proc; "
+                "kubedbt's containers each keep their own process namespace",
+            )
+    if spec.get("ephemeralContainers"):
+        raise InvalidSpecError(
+            f"{parameter}.ephemeralContainers",
+            "a pod template cannot have ephemeral containers (the API server refuses them)",
+        )
+    volumes(f"{parameter}.volumes", spec.get("volumes"))
+    for key in _CONTAINER_LISTS:
+        containers = validate.list_of_mappings(f"{parameter}.{key}", spec.get(key))
+        for i, container in enumerate(containers):
+            _template_container(f"{parameter}.{key}[{i}]", container, init=key != "containers")
+    return spec
+
+
+def _template_container(where: str, container: dict[str, Any], *, init: bool) -> None:
+    """A template container that mounts none of kubedbt's volumes nor merges into its containers.
+
+    Only `dbt` may share a name with one of kubedbt's containers: the fields kubedbt sets win, the
+    rest is the documented way to add probes, ports or a lifecycle to dbt.
+    """
+    name = validate.dns_label(f"{where}.name", container.get("name"))
+    why = RESERVED_CONTAINERS.get(name)
+    if why is not None:
+        raise InvalidSpecError(
+            f"{where}.name",
+            f"{name!r} is kubedbt's own container: {why}, and a template container of that name "
+            "would be merged into it; give yours another name",
+        )
+    if init and name == DBT_CONTAINER:
+        raise InvalidSpecError(
+            f"{where}.name",
+            f"{name!r} is kubedbt's dbt container, which is no init container: set its fields "
+            "under containers",
+        )
+    mounts = validate.list_of_mappings(f"{where}.volumeMounts", container.get("volumeMounts"))
+    for j, mount in enumerate(mounts):
+        mount_name = validate.string(f"{where}.volumeMounts[{j}].name", mount.get("name"))
+        _not_reserved_volume(
+            f"{where}.volumeMounts[{j}].name", mount_name, "only kubedbt's containers mount it"
+        )
+        if name == DBT_CONTAINER:
+            _clear_of_artifacts(f"{where}.volumeMounts[{j}]", mount)
+
+
+def _not_reserved_volume(parameter: str, name: str, advice: str) -> None:
+    why = RESERVED_VOLUMES.get(name)
+    if why is not None:
+        raise InvalidSpecError(parameter, f"{name!r} is kubedbt's own volume: {why}; {advice}")
+
+
+def _clear_of_artifacts(where: str, mount: dict[str, Any]) -> None:
+    """A dbt mount at or under /kubedbt would hide the artifacts the uploader reads."""
+    path = validate.absolute_path(f"{where}.mountPath", mount.get("mountPath"))
+    if path.rstrip("/") == RESERVED_MOUNT or path.startswith(RESERVED_MOUNT + "/"):
+        raise InvalidSpecError(f"{where}.mountPath", f"{RESERVED_MOUNT} is kubedbt's own")
+
+
+def _no_api_server_token(where: str, volume: dict[str, Any]) -> None:
+    """Refuse a projected service account token for the API server.
+
+    Such a token acts as the pod's service account, which kubedbt gives to the results uploader
+    alone (dbt could rewrite its results with it). A token with an explicit audience is for
+    another service (Vault, AWS STS) and stays allowed.
+    """
+    if "projected" not in volume:
+        return
+    projected = validate.mapping(f"{where}.projected", volume["projected"])
+    sources = validate.list_of_mappings(f"{where}.projected.sources", projected.get("sources"))
+    for j, source in enumerate(sources):
+        if "serviceAccountToken" not in source:
+            continue
+        token_at = f"{where}.projected.sources[{j}].serviceAccountToken"
+        token = validate.mapping(token_at, source["serviceAccountToken"])
+        audience = token.get("audience")
+        if not isinstance(audience, str) or not audience.strip():
+            raise InvalidSpecError(
+                f"{token_at}.audience",
+                "a service account token without an audience is an API-server token for the "
+                "pod's service account, which kubedbt gives to the results uploader alone; set "
+                "audience to the service that reads it (for example vault or sts.amazonaws.com)",
+            )
 
 
 def tolerations(parameter: str, value: object) -> tuple[dict[str, Any], ...]:
