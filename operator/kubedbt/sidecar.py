@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
+import contextlib
 import logging
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from kubedbt.core.command import JSON_LOG_FILE, TARGET_PATH
+from kubedbt.core.results import CONFIGMAP_LIMIT
+from kubedbt.core.unpacking import UnreadableError, gunzip_chunks
 from kubedbt.io.uploader import (
     UploadTarget,
     namespace_from_environment,
@@ -46,7 +47,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def restore_state(argv: Sequence[str]) -> int:
-    """Unpack a previous try's run_results.json.gz into the directory `dbt retry --state` reads."""
+    """Unpack a previous try's run_results.json.gz into the directory `dbt retry --state` reads.
+
+    The archive comes from a ConfigMap the earlier pod wrote, so it is read within the bounds of
+    kubedbt.core.unpacking: this container's memory limit is small and a bomb must not fill the
+    volume dbt writes to. Refusing exits 1 with one line on stderr, the init container fails, and
+    the run is classified init_failed.
+    """
     parser = argparse.ArgumentParser(
         prog="kubedbt-sidecar restore-state",
         description="Unpack the previous try's run_results for dbt retry (an init container).",
@@ -54,12 +61,27 @@ def restore_state(argv: Sequence[str]) -> int:
     parser.add_argument("--archive", required=True, type=Path, help="run_results.json.gz")
     parser.add_argument("--into", required=True, type=Path, help="the --state directory")
     args = parser.parse_args(argv)
-    args.into.mkdir(parents=True, exist_ok=True)
-    # Streamed: the archive is at most 1 MiB, what it unpacks to can be many times that.
-    with gzip.open(args.archive) as packed, (args.into / "run_results.json").open("wb") as out:
-        shutil.copyfileobj(packed, out)
+    restored = args.into / "run_results.json"
+    try:
+        args.into.mkdir(parents=True, exist_ok=True)
+        _unpack(args.archive, restored)
+    except (UnreadableError, OSError) as e:
+        with contextlib.suppress(OSError):
+            restored.unlink(missing_ok=True)  # dbt retry must not read a part of it
+        print(f"kubedbt-sidecar restore-state: {e}", file=sys.stderr)
+        return 1
     logging.info("restored %s into %s", args.archive, args.into)
     return 0
+
+
+def _unpack(archive: Path, restored: Path) -> None:
+    """Stream the archive's gzip into `restored`, one chunk in memory at a time."""
+    with archive.open("rb") as packed:
+        # One byte past the limit is enough to refuse it; a larger file is never read whole.
+        blob = packed.read(CONFIGMAP_LIMIT + 1)
+    with restored.open("wb") as out:
+        for chunk in gunzip_chunks(blob, name=str(archive), limit=CONFIGMAP_LIMIT):
+            out.write(chunk)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,24 +9,34 @@ is how well real compiled SQL compresses.
 from __future__ import annotations
 
 import base64
+import copy
+import functools
 import gzip
 import json
+import random
 import shutil
 import subprocess
 import sys
 import time
+import tracemalloc
+import zlib
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kubedbt.core import packing, results
+from kubedbt.core import packing, results, unpacking
+from kubedbt.core.classify import Outcome
+from kubedbt.core.progress import RunProgress, judge
+from kubedbt.core.tries import why_not_resume
 from kubedbt.io.uploader import UploadTarget, read_and_pack
 from tests.unit.dbt_runs import DbtRun, invoke, load_with_dbt
 from tests.unit.packed import Level, configmap, pack_every_level, round_trip
 from tests.unit.scaled_project import fix_fault, generate, write_run_results
+from tests.unit.test_classify import recorded
 
 # Large enough that the run_results are several MB of compiled SQL; `dbt build` of it takes
 # about 100s on two cores.
@@ -159,6 +169,7 @@ def test_decode_of_a_pendingconfigmap() -> None:
 def test_decode_treats_an_unknown_status_as_failed() -> None:
     decoded = results.decode({"metadata": {"annotations": {results.UPLOAD_STATUS: "weird"}}})
     assert decoded.status == "failed"
+    assert decoded.upload_error == "unknown upload status 'weird'"
 
 
 def test_packed_run_results_are_plain_gzip(dbt_runs: dict[str, DbtRun]) -> None:
@@ -166,6 +177,318 @@ def test_packed_run_results_are_plain_gzip(dbt_runs: dict[str, DbtRun]) -> None:
     _, binary, _ = packing.pack(document, [])
     packed = base64.b64decode(binary[results.RUN_RESULTS_KEY])
     assert json.loads(gzip.decompress(packed)) == document
+
+
+# --- damaged or forged ConfigMaps: decode never raises, and reads nothing past its bounds -------
+
+MiB = 1 << 20
+
+
+def _gzip(text: bytes) -> bytes:
+    """One gzip member, as the packer writes it."""
+    stream = zlib.compressobj(9, zlib.DEFLATED, 31)
+    return stream.compress(text) + stream.flush()
+
+
+@functools.cache
+def _gzip_bomb(unpacked: int) -> bytes:
+    """A real gzip bomb: `unpacked` bytes of zeros (about 1 KB of gzip per MB), never held whole."""
+    stream = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(MiB)
+    return b"".join(stream.compress(zeros) for _ in range(unpacked // MiB)) + stream.flush()
+
+
+def _b64(blob: bytes) -> str:
+    return base64.b64encode(blob).decode()
+
+
+def _incompressible(size: int) -> bytes:
+    """gzip of random bytes: a valid member that packs to more than `size`."""
+    return _gzip(random.Random(size).randbytes(size))
+
+
+@pytest.fixture(scope="module")
+def packed_fail_model(dbt_runs: dict[str, DbtRun]) -> dict[str, Any]:
+    """The fail_model run's results ConfigMap, as the sidecar uploads it."""
+    run = dbt_runs["fail_model"]
+    return configmap(*read_and_pack(UploadTarget("ns", "cm", run.target_path, run.log_file)))
+
+
+def _with(original: dict[str, Any], section: str, key: str, value: str) -> dict[str, Any]:
+    damaged = copy.deepcopy(original)
+    damaged[section][key] = value
+    return damaged
+
+
+RR = results.RUN_RESULTS_KEY
+DAMAGED_ARTIFACTS = [
+    pytest.param(
+        lambda: _b64(_gzip_bomb(200 * MiB)),
+        f"{RR} unpacks to more than 128 MiB; refusing to read it",
+        id="gzip-bomb-200MiB",
+    ),
+    pytest.param(
+        lambda: _b64(_incompressible(results.CONFIGMAP_LIMIT)),
+        f"{RR} is more than 1 MiB packed, more than a ConfigMap holds; refusing to read it",
+        id="over-the-configmap-limit",
+    ),
+    pytest.param(
+        lambda: "not base64 at all!",
+        f"{RR} is not valid base64 (Only base64 data is allowed)",
+        id="invalid-base64",
+    ),
+    pytest.param(
+        lambda: _b64(_gzip(json.dumps({"results": list(range(10_000))}).encode())[:-100]),
+        f"{RR} is truncated: its gzip stream ends early",
+        id="truncated-gzip",
+    ),
+    pytest.param(
+        lambda: _b64(b"PK\x03\x04 a zip, say"),
+        f"{RR} is not a valid gzip stream "
+        "(Error -3 while decompressing data: incorrect header check)",
+        id="not-gzip",
+    ),
+    pytest.param(
+        lambda: _b64(_gzip(b"{}") + _gzip(b"{}")),
+        f"{RR} has data after the end of its gzip stream",
+        id="two-gzip-members",
+    ),
+    pytest.param(
+        lambda: _b64(_gzip(b"dbt wrote this, not JSON")),
+        f"{RR} is not valid JSON (Expecting value: line 1 column 1 (char 0))",
+        id="not-json",
+    ),
+    pytest.param(
+        lambda: _b64(_gzip(b"[" * 100_000 + b"]" * 100_000)),
+        f"{RR} is JSON nested too deeply to read",
+        id="nested-100000-deep",
+    ),
+    pytest.param(
+        lambda: _b64(_gzip(b'{"results": [' + b"{}," * 4_100_000 + b"{}]}")),
+        f"{RR} holds more than 8000000 JSON values (counting its [ {{ , : marks); "
+        "refusing to read it",
+        id="json-values-bomb",
+    ),
+    pytest.param(
+        lambda: _b64(_gzip(b'[{"status": "error"}]')),
+        f"{RR} is not a dbt artifact: it is a list, not an object",
+        id="not-an-object",
+    ),
+    pytest.param(
+        lambda: _b64(_gzip(b'{"results": {"model.p.orders": "error"}}')),
+        f"{RR} is not a dbt artifact: results is a dict, not a list",
+        id="results-not-a-list",
+    ),
+]
+
+
+@pytest.mark.parametrize(("blob", "error"), DAMAGED_ARTIFACTS)
+def test_a_damaged_artifact_is_left_out_and_named(
+    packed_fail_model: dict[str, Any], blob: Callable[[], str], error: str
+) -> None:
+    intact = results.decode(packed_fail_model)
+    assert intact.status == "uploaded"
+    damaged = _with(packed_fail_model, "binaryData", RR, blob())
+    decoded = results.decode(damaged)
+    assert decoded.status == "failed"
+    assert decoded.upload_error == error
+    assert decoded.run_results is None
+    # What did read is kept: the outcome is still classified from the summary.
+    assert decoded.summary == intact.summary
+    assert decoded.log_events == intact.log_events
+
+
+@pytest.mark.parametrize(
+    ("build", "unpacked"),
+    [
+        pytest.param(lambda: _gzip_bomb(200 * MiB), 200 * MiB, id="gzip-bomb"),
+        pytest.param(
+            lambda: _gzip(b'{"results": [' + b"{}," * 4_100_000 + b"{}]}"),
+            4_100_000 * 3,
+            id="json-values-bomb",
+        ),
+    ],
+)
+def test_a_bomb_is_refused_holding_one_chunk(
+    packed_fail_model: dict[str, Any], build: Callable[[], bytes], unpacked: int
+) -> None:
+    damaged = _with(packed_fail_model, "binaryData", RR, _b64(build()))
+    tracemalloc.start()
+    try:
+        decoded = results.decode(damaged)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert decoded.status == "failed"
+    # The packed blob (base64 and bytes) and a chunk or two: never what it unpacks to, nor its
+    # parse (the values bomb would take 800 MiB as Python objects).
+    assert peak < 4 * MiB < unpacked, f"decoding a bomb peaked at {peak} bytes"
+
+
+def test_the_sources_artifact_is_read_within_the_same_bounds() -> None:
+    freshness = configmap(*packing.pack(None, []))
+    freshness["binaryData"] = {results.SOURCES_KEY: _b64(_gzip_bomb(200 * MiB))}
+    decoded = results.decode(freshness)
+    assert (decoded.status, decoded.sources) == ("failed", None)
+    assert decoded.upload_error == (
+        f"{results.SOURCES_KEY} unpacks to more than 128 MiB; refusing to read it"
+    )
+
+
+def _deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+DAMAGED_DATA = [
+    pytest.param(
+        results.SUMMARY_KEY,
+        "{'nodes': 3",
+        "summary.json is not valid JSON "
+        "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1))",
+        id="summary-not-json",
+    ),
+    pytest.param(
+        results.SUMMARY_KEY,
+        _deep(100_000),
+        "summary.json is JSON nested too deeply to read",
+        id="summary-nested-100000-deep",
+    ),
+    pytest.param(
+        results.SUMMARY_KEY,
+        "[]",
+        "summary.json is not a run summary: it is a list, not an object",
+        id="summary-a-list",
+    ),
+    pytest.param(
+        results.SUMMARY_KEY,
+        json.dumps({"nodes": 3}),
+        "summary.json is not a run summary: invocation_id is missing",
+        id="summary-missing-keys",
+    ),
+    pytest.param(
+        results.SUMMARY_KEY,
+        "x" * (results.CONFIGMAP_LIMIT + 1),
+        "summary.json is more than 1 MiB, more than a ConfigMap holds; refusing to read it",
+        id="summary-over-the-limit",
+    ),
+    pytest.param(
+        results.LOG_DIGEST_KEY,
+        json.dumps({"code": "Z002"}),
+        "log_digest.json is not a list of log events: it is an object, not a list",
+        id="digest-an-object",
+    ),
+    pytest.param(
+        results.LOG_DIGEST_KEY,
+        json.dumps(["Parsing Error"]),
+        "log_digest.json is not a list of log events: [0] is a string, not an object",
+        id="digest-of-strings",
+    ),
+    pytest.param(
+        results.LOG_DIGEST_KEY,
+        json.dumps([{"code": "Z002", "name": "MainEncounteredError", "node": None}]),
+        "log_digest.json is not a list of log events: [0].message is missing",
+        id="digest-event-without-message",
+    ),
+    pytest.param(
+        results.LOG_DIGEST_KEY,
+        _deep(100_000),
+        "log_digest.json is JSON nested too deeply to read",
+        id="digest-nested-100000-deep",
+    ),
+]
+
+
+@pytest.mark.parametrize(("key", "text", "error"), DAMAGED_DATA)
+def test_damaged_data_is_left_out_and_named(
+    packed_fail_model: dict[str, Any], key: str, text: str, error: str
+) -> None:
+    intact = results.decode(packed_fail_model)
+    decoded = results.decode(_with(packed_fail_model, "data", key, text))
+    assert decoded.status == "failed"
+    assert decoded.upload_error == error
+    assert decoded.run_results == intact.run_results
+    if key == results.SUMMARY_KEY:
+        assert (decoded.summary, decoded.log_events) == (None, intact.log_events)
+    else:
+        assert (decoded.summary, decoded.log_events) == (intact.summary, [])
+
+
+def test_a_wrong_field_deep_in_the_summary_is_named(packed_fail_model: dict[str, Any]) -> None:
+    summary = json.loads(packed_fail_model["data"][results.SUMMARY_KEY])
+    assert summary["failures"]
+    summary["failures"][0]["message"] = None
+    decoded = results.decode(
+        _with(packed_fail_model, "data", results.SUMMARY_KEY, json.dumps(summary))
+    )
+    assert decoded.upload_error == (
+        "summary.json is not a run summary: failures[0].message is null, not a string"
+    )
+
+
+def test_a_summary_without_freshness_keys_reads_with_their_defaults(
+    packed_fail_model: dict[str, Any],
+) -> None:
+    # As sidecars older than `dbt source freshness` support wrote it.
+    summary = json.loads(packed_fail_model["data"][results.SUMMARY_KEY])
+    del summary["freshness"], summary["freshness_omitted"]
+    decoded = results.decode(
+        _with(packed_fail_model, "data", results.SUMMARY_KEY, json.dumps(summary))
+    )
+    assert (decoded.status, decoded.upload_error) == ("uploaded", None)
+    assert decoded.summary == results.decode(packed_fail_model).summary
+
+
+def test_the_uploaders_error_and_the_readers_are_both_kept(
+    packed_fail_model: dict[str, Any],
+) -> None:
+    damaged = _with(packed_fail_model, "binaryData", RR, "not base64 at all!")
+    damaged["metadata"]["annotations"][results.UPLOAD_ERROR] = "the sidecar said so"
+    assert results.decode(damaged).upload_error == (
+        f"the sidecar said so; {RR} is not valid base64 (Only base64 data is allowed)"
+    )
+
+
+def test_the_watch_can_leave_the_artifacts_unread(packed_fail_model: dict[str, Any]) -> None:
+    damaged = _with(packed_fail_model, "binaryData", RR, _b64(_gzip_bomb(200 * MiB)))
+    decoded = results.decode(damaged, artifacts=False)
+    assert (decoded.status, decoded.upload_error, decoded.run_results) == ("uploaded", None, None)
+    assert decoded.summary == results.decode(packed_fail_model).summary
+
+
+def _judged(stored: dict[str, Any]) -> Outcome | None:
+    """The recorded model_error run (dbt exited 1) judged with `stored` as its ConfigMap."""
+    data = recorded("model_error")
+    progress = RunProgress(startup_timeout=300)
+    progress.listed("job", [data["job"]])
+    progress.listed("pod", data["pods"])
+    progress.listed("configmap", [stored])
+    return judge(progress, float(data["recorded_at"]), results=results.decode(stored))
+
+
+def test_a_damaged_summary_is_classified_results_missing_with_the_reason() -> None:
+    intact = recorded("model_error")["configmap"]
+    outcome = _judged(intact)
+    assert outcome is not None
+    assert outcome.kind == "nodes_errored"
+    damaged = _with(intact, "data", results.SUMMARY_KEY, _deep(100_000))
+    outcome = _judged(damaged)
+    assert outcome is not None
+    assert outcome.kind == "results_missing"
+    assert outcome.reason == (
+        "dbt exited 1 but its results were not uploaded: "
+        "summary.json is JSON nested too deeply to read"
+    )
+
+
+def test_damaged_run_results_are_not_resumed_from_and_keep_the_outcome() -> None:
+    intact = recorded("model_error")["configmap"]
+    assert why_not_resume(results.decode(intact).run_results) is None
+    damaged = _with(intact, "binaryData", RR, _b64(_gzip_bomb(200 * MiB)))
+    # The full command runs instead of dbt retry; the outcome still comes from the summary.
+    assert why_not_resume(results.decode(damaged).run_results) == "it left no run_results"
+    outcome = _judged(damaged)
+    assert outcome is not None
+    assert outcome.kind == "nodes_errored"
 
 
 # --- run_results of a project of thousands of models -------------------------------------------
@@ -234,6 +557,64 @@ def test_levels_of_a_large_project_in_order(scaled_levels: list[Level]) -> None:
     for level in scaled_levels:
         assert level.decoded.summary == {**first, "dropped": level.dropped}
         print(f"\npayload {level.size:>8} bytes, dropped {level.dropped}")
+
+
+def test_a_large_projects_artifact_decodes_well_within_the_caps(scaled: ScaledBuild) -> None:
+    target = UploadTarget("ns", "cm", scaled.saved, scaled.saved / "no.log")
+    data, binary, status = read_and_pack(target)
+    decoded = results.decode(configmap(data, binary, status))
+    assert (decoded.status, decoded.upload_error) == ("uploaded", None)
+    assert decoded.run_results is not None
+    packed = base64.b64decode(binary[RR])
+    unpacked = gzip.decompress(packed)
+    marks = unpacking.count_marks(unpacked)
+    # The caps' comments give these figures; a packer that kept much more would need new caps.
+    assert len(unpacked) * 8 < unpacking.MAX_UNPACKED_BYTES
+    assert marks * 8 < unpacking.MAX_JSON_VALUES
+    print(
+        f"\n{decoded.summary and decoded.summary['nodes']} nodes: {len(packed)} bytes packed "
+        f"unpack to {len(unpacked)} ({len(unpacked) / len(packed):.1f}x), {marks} JSON marks"
+    )
+
+
+def _skipped_nodes(count: int) -> Iterator[dict[str, Any]]:
+    """The results of a build whose root failed: every node skipped, as dbt writes them."""
+    for index in range(count):
+        name = f"l{1 + index % 6}_m{index:06d}"
+        yield {
+            "status": "skipped",
+            "timing": [],
+            "thread_id": f"Thread-{1 + index % 4} (worker)",
+            "execution_time": 0,
+            "adapter_response": {},
+            "message": None,
+            "failures": None,
+            "unique_id": f"model.scaled.{name}",
+            "compiled": False,
+            "compiled_code": None,
+            "relation_name": f'"warehouse"."main"."{name}"',
+            "batch_results": None,
+        }
+
+
+def test_the_most_compressible_artifact_that_fits_still_decodes() -> None:
+    # Skipped nodes compress best of all and no reduction shrinks them: 145,000 of them are about
+    # all the budget takes, and the most a legitimate artifact unpacks to.
+    members = [
+        ("metadata", {"dbt_schema_version": "https://schemas.getdbt.com/dbt/run-results/v6.json"}),
+        ("results", _skipped_nodes(145_000)),
+        ("elapsed_time", 1.0),
+        ("args", {"which": "build"}),
+    ]
+    data, binary, status = packing.pack_members(members, [])
+    packed = base64.b64decode(binary[RR])
+    unpacked = len(gzip.decompress(packed))
+    assert unpacked > 40 * MiB
+    decoded = results.decode(configmap(data, binary, status))
+    assert (decoded.status, decoded.upload_error) == ("uploaded", None)
+    assert decoded.run_results is not None
+    assert len(decoded.run_results["results"]) == 145_000
+    print(f"\n145,000 skipped nodes: {len(packed)} bytes packed unpack to {unpacked}")
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,14 @@ OutputFormat = Literal["text", "json"]
 _WHY_NONE = {
     "pending": "dbt is still running, or the sidecar has not uploaded yet",
     "no-results": "dbt wrote none",
-    "failed": "the sidecar could not upload them",
+    "failed": "the sidecar could not upload them, or they could not be read",
     "uploaded": "too large for the ConfigMap, they were left out",
 }
 
 
 def decode_results(configmap: Mapping[str, Any]) -> RunResults:
-    """The decoded ConfigMap; CliError when its content is damaged."""
-    try:
-        return decode(configmap)
-    except (ValueError, OSError, KeyError, TypeError) as e:
-        name = (configmap.get("metadata") or {}).get("name")
-        raise CliError(f"cannot decode results ConfigMap {name}: {e}") from e
+    """The decoded ConfigMap; what of it is damaged is left out and named in upload_error."""
+    return decode(configmap)
 
 
 def result_lines(run: RunInfo, results: RunResults) -> list[str]:
@@ -64,6 +60,8 @@ def no_run_results(run: RunInfo, results: RunResults) -> str:
         f"run {run.name} has no run_results.json: upload status is {results.status} "
         f"({_WHY_NONE[results.status]})"
     )
+    if results.upload_error:
+        text += f": {results.upload_error}"
     if results.log_events:
         text += f"; `kubectl dbt results {run.name} -n {run.namespace}` shows dbt's errors"
     return text

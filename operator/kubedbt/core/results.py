@@ -17,14 +17,21 @@ A ConfigMap holds at most 1 MiB: kubedbt.core.packing packs the artifact within 
 from __future__ import annotations
 
 import base64
-import gzip
 import json
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypedDict
+from typing import Any, Final, Literal, TypedDict, TypeVar
 
 from kubedbt.core.errors import shorten
+from kubedbt.core.unpacking import (
+    UnreadableError,
+    check_packed_size,
+    describe_size,
+    gunzip_json,
+    parse_json,
+    type_error,
+)
 
 CONFIGMAP_LIMIT: Final = 1024 * 1024
 # Room kept for metadata (labels, annotations, managed fields) inside the object size limit.
@@ -49,6 +56,8 @@ MAX_SLOWEST: Final = 5
 MAX_EVENTS: Final = 50
 MESSAGE_CHARS: Final = 1000
 SHORT_MESSAGE_CHARS: Final = 200
+
+T = TypeVar("T")
 
 # A dbt artifact as its top-level (key, value) pairs in file order; the value of "results" may be
 # an iterator, consumed before the next pair is read, so a large file is never held whole.
@@ -146,9 +155,14 @@ def freshness_message(result: Mapping[str, Any]) -> str:
     text = f"max_loaded_at {result.get('max_loaded_at')}"
     if isinstance(age, (int, float)):
         text += f" is {_age(age)} old"
-    threshold = (result.get("criteria") or {}).get(f"{result.get('status')}_after") or {}
-    if threshold.get("count") is not None:
-        text += f", {result.get('status')}_after {_count(threshold['count'], threshold['period'])}"
+    # criteria come from a ConfigMap the pod wrote: whatever their shape, this must not raise.
+    criteria = result.get("criteria")
+    threshold = (
+        criteria.get(f"{result.get('status')}_after") if isinstance(criteria, dict) else None
+    )
+    if isinstance(threshold, dict) and isinstance(threshold.get("count"), int):
+        period = threshold.get("period")
+        text += f", {result.get('status')}_after {_count(threshold['count'], str(period))}"
     return text
 
 
@@ -301,29 +315,102 @@ def payload_size(data: Mapping[str, str], binary_data: Mapping[str, str]) -> int
     return size + sum(len(k) + len(base64.b64decode(v)) for k, v in binary_data.items())
 
 
-def _gunzip_json(binary: Mapping[str, str], key: str) -> dict[str, Any] | None:
-    if key not in binary:
-        return None
-    document: dict[str, Any] = json.loads(gzip.decompress(base64.b64decode(binary[key])))
+def _artifact(text: Any, key: str) -> dict[str, Any]:
+    """A run_results or sources document from binaryData, read within every bound."""
+    if not isinstance(text, str):
+        raise UnreadableError(f"{key} is not base64 text")
+    # What the text decodes to at least (padding takes off at most 2 bytes): a blob that cannot
+    # fit is refused before it is decoded.
+    check_packed_size(len(text) // 4 * 3 - 2, name=key, limit=CONFIGMAP_LIMIT)
+    try:
+        packed = base64.b64decode(text, validate=True)
+    except ValueError as e:  # binascii.Error: a character outside the alphabet, bad padding
+        raise UnreadableError(f"{key} is not valid base64 ({e})") from e
+    document = gunzip_json(packed, name=key, limit=CONFIGMAP_LIMIT)
+    if not isinstance(document, dict):
+        raise UnreadableError(
+            f"{key} is not a dbt artifact: {type_error(document, dict[str, Any])}"
+        )
+    try:
+        for _ in results_of(document.get("results")):
+            pass
+    except ValueError as e:
+        raise UnreadableError(f"{key} is not a dbt artifact: {e}") from e
     return document
 
 
-def decode(configmap: Mapping[str, Any]) -> RunResults:
-    """A results ConfigMap (as the API returns it, in dict form) turned back into RunResults."""
+def _data_json(text: Any, key: str) -> Any:
+    if not isinstance(text, str):
+        raise UnreadableError(f"{key} is not text")
+    if len(text) > CONFIGMAP_LIMIT:
+        raise UnreadableError(
+            f"{key} is more than {describe_size(CONFIGMAP_LIMIT)}, more than a ConfigMap holds; "
+            "refusing to read it"
+        )
+    # surrogatepass: a lone surrogate reaches the parser, which says it is not valid JSON.
+    return parse_json(text.encode("utf-8", "surrogatepass"), name=key)
+
+
+def _summary(text: Any, key: str) -> Summary:
+    value = _data_json(text, key)
+    if isinstance(value, dict):
+        # Sidecars older than source freshness support wrote neither key; readers take the defaults.
+        value = {"freshness": [], "freshness_omitted": 0, **value}
+    problem = type_error(value, Summary)
+    if problem is not None:
+        raise UnreadableError(f"{key} is not a run summary: {problem}")
+    summary: Summary = value
+    return summary
+
+
+def _log_events(text: Any, key: str) -> list[LogEvent]:
+    value = _data_json(text, key)
+    problem = type_error(value, list[LogEvent])
+    if problem is not None:
+        raise UnreadableError(f"{key} is not a list of log events: {problem}")
+    events: list[LogEvent] = value
+    return events
+
+
+def _read(
+    reader: Callable[[Any, str], T], source: Mapping[str, Any], key: str
+) -> tuple[T | None, str | None]:
+    """What `reader` makes of source[key] (None when absent), or why it could not read it."""
+    if key not in source:
+        return None, None
+    try:
+        return reader(source[key], key), None
+    except UnreadableError as e:
+        return None, str(e)
+
+
+def decode(configmap: Mapping[str, Any], *, artifacts: bool = True) -> RunResults:
+    """A results ConfigMap (as the API returns it, in dict form) turned back into RunResults.
+
+    Never raises: the map is written from inside the run's pod, so it may be damaged or forged, and
+    its readers (the triggerer above all) must outlive it. What cannot be read is left out and the
+    rest kept; the status becomes "failed" and upload_error says what, so a missing summary is
+    classified results_missing with that reason and missing run_results are not resumed from.
+    artifacts=False leaves run_results and sources unread (None): the outcome is classified from
+    the summary and the log digest alone, so the watch need not unpack what it would not use.
+    """
     metadata = configmap.get("metadata") or {}
     annotations = metadata.get("annotations") or {}
     status = annotations.get(UPLOAD_STATUS, "pending")
-    if status not in UPLOAD_STATUSES:
-        status = "failed"
+    unknown = None if status in UPLOAD_STATUSES else f"unknown upload status {status!r}"
     data = configmap.get("data") or {}
-    binary = configmap.get("binaryData") or {}
-    summary = json.loads(data[SUMMARY_KEY]) if SUMMARY_KEY in data else None
-    events = json.loads(data[LOG_DIGEST_KEY]) if LOG_DIGEST_KEY in data else []
+    binary = (configmap.get("binaryData") or {}) if artifacts else {}
+    summary, summary_error = _read(_summary, data, SUMMARY_KEY)
+    events, events_error = _read(_log_events, data, LOG_DIGEST_KEY)
+    run_results, run_results_error = _read(_artifact, binary, RUN_RESULTS_KEY)
+    sources, sources_error = _read(_artifact, binary, SOURCES_KEY)
+    problems = [unknown, summary_error, events_error, run_results_error, sources_error]
+    errors = [annotations.get(UPLOAD_ERROR), *problems]
     return RunResults(
-        status=status,
+        status="failed" if any(problems) else status,
         summary=summary,
-        run_results=_gunzip_json(binary, RUN_RESULTS_KEY),
-        log_events=events,
-        upload_error=annotations.get(UPLOAD_ERROR),
-        sources=_gunzip_json(binary, SOURCES_KEY),
+        run_results=run_results,
+        log_events=events or [],
+        upload_error="; ".join(e for e in errors if e) or None,
+        sources=sources,
     )
