@@ -68,19 +68,24 @@ HELM = os.environ.get("HELM", "/var/lib/kubedbt-cluster/bin/helm")
 @contextmanager
 def namespace_with_chart(api_client: ApiClient, prefix: str, *values: str) -> Iterator[str]:
     """A fresh namespace with the helm chart installed (each of `values` is a --set), deleted
-    afterwards with everything in it."""
+    afterwards with everything in it. The release is uninstalled first: its admission policy and
+    binding are cluster-scoped and would outlive the namespace."""
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(api_client)
     core.create_namespace({"metadata": {"name": name}})
+    helm = [HELM, "--namespace", name, "--kubeconfig", str(admin_kubeconfig())]
     try:
         settings = [arg for value in values for arg in ("--set", value)]
         subprocess.run(
-            [HELM, "install", "kubedbt", str(CHART), "--namespace", name, *settings,
-             "--kubeconfig", str(admin_kubeconfig())],
+            [*helm, "install", "kubedbt", str(CHART), *settings],
             check=True, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         yield name
     finally:
+        subprocess.run(
+            [*helm, "uninstall", "kubedbt", "--ignore-not-found"],
+            check=False, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
         core.delete_namespace(name)
 
 

@@ -108,7 +108,7 @@ async def _prepare_namespace(api: client.ApiClient, name: str) -> None:
         name,
         {
             "metadata": {"name": "kubedbt-sidecar"},
-            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"]}],
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["patch"]}],
         },
     )
     await rbac.create_namespaced_role_binding(

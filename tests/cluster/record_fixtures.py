@@ -466,7 +466,7 @@ def prepare_namespace(api: client.ApiClient) -> str:
     }
     namespace: str = core.create_namespace({"metadata": metadata}).metadata.name
     core.create_namespaced_service_account(namespace, {"metadata": {"name": SERVICE_ACCOUNT}})
-    rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"]}
+    rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["patch"]}
     rbac.create_namespaced_role(
         namespace, {"metadata": {"name": "kubedbt-sidecar"}, "rules": [rule]}
     )

@@ -29,25 +29,7 @@ STANDARD_LABELS = {
     "helm.sh/chart": "kubedbt-0.1.0",
 }
 
-UPLOADER_RULES = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"]}]
-# The operator and the trigger: create and adopt Jobs, watch them and their pods, read dbt's log,
-# create the results ConfigMap and watch it until the sidecar's upload lands, clean up.
-LAUNCHER_RULES = [
-    {
-        "apiGroups": ["batch"],
-        "resources": ["jobs"],
-        "verbs": ["create", "get", "list", "watch", "delete"],
-    },
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-    {
-        "apiGroups": [""],
-        "resources": ["configmaps"],
-        "verbs": ["create", "get", "list", "watch", "patch", "delete"],
-    },
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["list", "watch"]},
-]
-
+UPLOADER_RULES = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["patch"]}]
 # Every DbtRunSpec parameter the defaults ConfigMap may carry, each set.
 ALL_DEFAULTS = {
     "image": "registry.example.com/analytics/dbt:1.2.3",
@@ -135,15 +117,22 @@ def test_default_install_creates_the_identities_and_their_roles(helm: Helm) -> N
         ("ServiceAccount", "kubedbt-launcher"),
         ("Role", "kubedbt-launcher"),
         ("RoleBinding", "kubedbt-launcher"),
-        ("ConfigMap", "kubedbt-rbac-probe"),  # helm test hooks
+        # Cluster-scoped, hence named after the namespace too.
+        ("ValidatingAdmissionPolicy", f"kubedbt-{NAMESPACE}-results-scope"),
+        ("ValidatingAdmissionPolicyBinding", f"kubedbt-{NAMESPACE}-results-scope"),
+        ("ConfigMap", "kubedbt-rbac-results"),  # helm test hooks
+        ("ConfigMap", "kubedbt-other-results"),
         ("Pod", "kubedbt-rbac-probe"),
     }
+
+
+CLUSTER_SCOPED = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 
 
 def test_every_object_is_labelled_and_in_the_release_namespace(helm: Helm) -> None:
     for (kind, name), obj in render(helm, EVERYTHING).items():
         metadata = obj["metadata"]
-        assert metadata["namespace"] == NAMESPACE, (kind, name)
+        assert metadata.get("namespace") == (None if kind in CLUSTER_SCOPED else NAMESPACE), name
         assert metadata["labels"].items() >= STANDARD_LABELS.items(), (kind, name)
         assert metadata["labels"]["app.kubernetes.io/component"], (kind, name)
 
@@ -156,7 +145,7 @@ def test_dbt_service_account_mounts_no_token(helm: Helm) -> None:
 
 
 @pytest.mark.parametrize("account", ["dbt", "dbt-runner"])
-def test_results_uploader_may_get_and_patch_configmaps_only(helm: Helm, account: str) -> None:
+def test_results_uploader_may_patch_configmaps_only(helm: Helm, account: str) -> None:
     objects = render(helm, {"serviceAccount": {"name": account}})
     assert objects["Role", "kubedbt-results-uploader"]["rules"] == UPLOADER_RULES
     binding = objects["RoleBinding", "kubedbt-results-uploader"]
@@ -168,10 +157,6 @@ def test_results_uploader_may_get_and_patch_configmaps_only(helm: Helm, account:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}
     ]
-
-
-def test_launcher_role_rules(helm: Helm) -> None:
-    assert render(helm)["Role", "kubedbt-launcher"]["rules"] == LAUNCHER_RULES
 
 
 AIRFLOW_SA = {"kind": "ServiceAccount", "name": "airflow-worker", "namespace": "airflow"}
@@ -429,14 +414,20 @@ def test_every_key_in_values_yaml_has_a_comment() -> None:
 
 def test_helm_test_probes_as_the_dbt_account_with_a_restricted_pod(helm: Helm) -> None:
     objects = render(helm)
-    configmap = objects["ConfigMap", "kubedbt-rbac-probe"]
+    own, other = (
+        objects["ConfigMap", "kubedbt-rbac-results"],
+        objects["ConfigMap", "kubedbt-other-results"],
+    )
     pod = objects["Pod", "kubedbt-rbac-probe"]
-    hooks = [configmap["metadata"]["annotations"], pod["metadata"]["annotations"]]
+    hooks = [own["metadata"]["annotations"], other["metadata"]["annotations"]]
+    hooks.append(pod["metadata"]["annotations"])
     for hook in hooks:
         assert hook["helm.sh/hook"] == "test"
         assert "before-hook-creation" in hook["helm.sh/hook-delete-policy"].split(",")
-    # The ConfigMap the probe patches must exist before the pod starts.
-    assert int(hooks[0]["helm.sh/hook-weight"]) < int(hooks[1]["helm.sh/hook-weight"])
+    # The ConfigMaps the probe patches must exist before the pod starts.
+    assert int(hooks[0]["helm.sh/hook-weight"]) < int(hooks[2]["helm.sh/hook-weight"])
+    # Named like a run's pod ("<run>-" and five characters) whose run's results are `own`.
+    assert pod["metadata"]["name"][:-6] + "-results" == own["metadata"]["name"]
 
     spec = pod["spec"]
     assert spec["serviceAccountName"] == "dbt"
@@ -456,7 +447,10 @@ def test_helm_test_probes_as_the_dbt_account_with_a_restricted_pod(helm: Helm) -
     assert container["resources"]["requests"]
     assert container["resources"]["limits"]
     env = {e["name"]: e for e in container["env"]}
-    assert env["PROBE_CONFIGMAP"]["value"] == configmap["metadata"]["name"]
+    assert env["PROBE_OWN"]["value"] == own["metadata"]["name"]
+    assert env["PROBE_OTHER"]["value"] == other["metadata"]["name"]
+    assert env["PROBE_SCOPED"]["value"] == "true"
+    assert env["PROBE_DEFAULTS_EXISTS"]["value"] == "false"
 
     script = (CHART / "files" / "rbac-probe.py").read_text()
     assert container["command"] == ["python3", "-c"]
@@ -468,3 +462,46 @@ def test_helm_test_image_is_configurable(helm: Helm) -> None:
     values = {"helmTest": {"image": "python:3.12-slim", "imagePullPolicy": "Always"}}
     (container,) = render(helm, values)["Pod", "kubedbt-rbac-probe"]["spec"]["containers"]
     assert (container["image"], container["imagePullPolicy"]) == ("python:3.12-slim", "Always")
+
+
+def test_results_scope_policy_binds_the_dbt_account_in_this_namespace(helm: Helm) -> None:
+    objects = render(helm, {"serviceAccount": {"name": "dbt-runner"}})
+    name = f"{RELEASE}-{NAMESPACE}-results-scope"
+    policy = objects["ValidatingAdmissionPolicy", name]["spec"]
+    binding = objects["ValidatingAdmissionPolicyBinding", name]["spec"]
+    assert policy["failurePolicy"] == "Fail"
+    (rule,) = policy["matchConstraints"]["resourceRules"]
+    assert (rule["resources"], rule["operations"]) == (
+        ["configmaps"],
+        ["CREATE", "UPDATE", "DELETE"],
+    )
+    (condition,) = policy["matchConditions"]
+    assert f'"system:serviceaccount:{NAMESPACE}:dbt-runner"' in condition["expression"]
+    assert binding == {
+        "policyName": name,
+        "validationActions": ["Deny"],
+        "matchResources": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}
+        },
+    }
+
+
+def test_results_scope_can_be_left_out_and_the_probe_knows(helm: Helm) -> None:
+    objects = render(helm, {"resultsScope": {"enabled": False}})
+    assert not kinds(objects, "ValidatingAdmissionPolicy")
+    assert not kinds(objects, "ValidatingAdmissionPolicyBinding")
+    (container,) = objects["Pod", "kubedbt-rbac-probe"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["PROBE_SCOPED"] == "false"
+
+
+def test_results_scope_on_a_cluster_without_admission_policies_fails_with_the_choice(
+    helm: Helm,
+) -> None:
+    result = helm.run(
+        "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", "1.29.4",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "needs Kubernetes 1.30 or later" in result.stderr
+    assert "resultsScope.enabled=false" in result.stderr

@@ -162,8 +162,16 @@ def test_helm_test_passes_and_cleans_up(cluster: Cluster, release: Release) -> N
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     # The probe's own report, printed by helm (hook-output-log-policy).
-    assert "ok   patch the results ConfigMap" in output
-    assert "ok   list Secrets (refused)" in output
+    for check in [
+        "ok   patch the results ConfigMap of its own run",
+        "ok   patch another run's results ConfigMap (refused)",
+        "ok   read another run's results ConfigMap (refused)",
+        "ok   patch kubedbt-defaults (refused)",
+        "ok   read kubedbt-defaults (refused)",
+        "ok   list Secrets (refused)",
+        "ok   exec into its own pod (refused)",
+    ]:
+        assert check in output
     assert "all checks passed" in output
     core = client.CoreV1Api(cluster.api)
     assert not names(core.list_namespaced_pod(release.namespace))
@@ -182,7 +190,7 @@ def test_helm_test_fails_without_the_upload_right_and_reruns(cluster: Cluster) -
 
         failed = cluster.helm_test(release)
         assert failed.returncode != 0
-        assert "FAIL patch the results ConfigMap" in failed.stderr
+        assert "FAIL patch the results ConfigMap of its own run" in failed.stderr
         assert "ok   list Secrets (refused)" in failed.stderr
 
         # An upgrade puts the binding back; the next test replaces the failed pod and passes.
@@ -205,6 +213,11 @@ def test_helm_test_fails_without_the_upload_right_and_reruns(cluster: Cluster) -
             "LimitRange": set(),
             "Secret": set(),
         }
+        # The admission policy and its binding are cluster-scoped: uninstall removes them too.
+        admission = client.AdmissionregistrationV1Api(cluster.api)
+        scope = f"{release.name}-{release.namespace}-results-scope"
+        assert scope not in names(admission.list_validating_admission_policy())
+        assert scope not in names(admission.list_validating_admission_policy_binding())
 
 
 def test_launcher_runs_jobs_and_their_results(launcher: client.ApiClient, release: Release) -> None:
@@ -217,11 +230,15 @@ def test_launcher_runs_jobs_and_their_results(launcher: client.ApiClient, releas
     assert names(batch.list_namespaced_job(ns, field_selector=f"metadata.name={name}")) == {name}
     assert opens_a_watch(batch.list_namespaced_job, ns)
 
-    configmap = {"metadata": {"name": f"{name}-results"}, "data": {"status": "pending"}}
+    # Owned by the Job, as kubedbt creates it, so deleting the Job takes it too.
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": created.metadata.uid}
+    configmap = {
+        "metadata": {"name": f"{name}-results", "ownerReferences": [owner]},
+        "data": {"status": "pending"},
+    }
     core.create_namespaced_config_map(ns, configmap)
-    core.patch_namespaced_config_map(f"{name}-results", ns, {"data": {"status": "uploaded"}})
-    assert core.read_namespaced_config_map(f"{name}-results", ns).data == {"status": "uploaded"}
-    # How the trigger waits for the sidecar's upload: a watch on that one ConfigMap.
+    assert core.read_namespaced_config_map(f"{name}-results", ns).data == {"status": "pending"}
+    # How the trigger waits for the sidecar's upload: a watch of the runs' ConfigMaps.
     assert opens_a_watch(
         core.list_namespaced_config_map, ns, field_selector=f"metadata.name={name}-results"
     )
@@ -231,10 +248,8 @@ def test_launcher_runs_jobs_and_their_results(launcher: client.ApiClient, releas
     core.list_namespaced_pod(ns, label_selector=f"job-name={name}")
     assert opens_a_watch(core.list_namespaced_pod, ns)
     core.list_namespaced_event(ns)
-    assert opens_a_watch(core.list_namespaced_event, ns)
     assert may(launcher, ns, verb="get", resource="pods", subresource="log")
 
-    core.delete_namespaced_config_map(f"{name}-results", ns)
     batch.delete_namespaced_job(name, ns, propagation_policy="Background")
 
 
@@ -249,6 +264,16 @@ def test_launcher_runs_jobs_and_their_results(launcher: client.ApiClient, releas
         ),
         lambda api, ns: client.RbacAuthorizationV1Api(api).list_namespaced_role(ns),
         lambda api, ns: client.CoreV1Api(api).list_namespaced_config_map("default"),
+        # What the launcher no longer holds: the sidecar writes results, the garbage collector
+        # deletes them, and nothing reads single pods or watches events.
+        lambda api, ns: client.CoreV1Api(api).patch_namespaced_config_map(
+            "kubedbt-defaults", ns, {"data": {"x": "y"}}
+        ),
+        lambda api, ns: client.CoreV1Api(api).delete_namespaced_config_map("kubedbt-defaults", ns),
+        lambda api, ns: client.CoreV1Api(api).read_namespaced_pod("anything", ns),
+        lambda api, ns: client.CoreV1Api(api).list_namespaced_event(
+            ns, watch=True, timeout_seconds=1, _preload_content=False
+        ),
     ],
     ids=[
         "list-secrets",
@@ -257,6 +282,10 @@ def test_launcher_runs_jobs_and_their_results(launcher: client.ApiClient, releas
         "patch-job",
         "list-roles",
         "other-namespace",
+        "patch-configmap",
+        "delete-configmap",
+        "get-pod",
+        "watch-events",
     ],
 )
 def test_launcher_is_refused(
