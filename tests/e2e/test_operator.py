@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime
+import json
+import logging
 import subprocess
 import time
+import traceback
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
+from kubedbt import RunIdentity
+from kubedbt.airflow import DbtJobOperator
 from tests.conftest import CHART, HELM, admin_kubeconfig
+from tests.e2e import conftest as e2e_conftest
 from tests.e2e.conftest import DagRun, DagRunner
+from tests.unit import record_api_errors
 
 pytestmark = pytest.mark.cluster
 
@@ -201,3 +215,161 @@ def test_execution_timeout_stops_the_run(
     assert run.task["state"] == "failed", run.output[-5000:]
     assert _failure(run)["kind"] == "execution_timeout"
     assert _no_jobs_left(api_client, dag_runner.namespace), "the timed-out run's Job is deleted"
+
+
+# --- a refusal that repeats the Job's env values reaches no log, XCom or traceback ---
+
+# The message repeats every literal env value of the Job's containers, as an admission webhook
+# that echoes what it refused might.
+REFUSED_DAG = """
+import datetime
+import os
+
+from airflow.sdk import DAG
+
+from kubedbt.airflow import DbtJobOperator
+
+with DAG("dbt_refused", schedule=None, start_date=datetime.datetime(2026, 1, 1)) as dag:
+    DbtJobOperator(
+        task_id="build",
+        command="build",
+        image="kubedbt/dbt:dev",
+        sidecar_image="kubedbt/sidecar:dev",
+        namespace=os.environ["KUBEDBT_E2E_NAMESPACE"],
+        service_account_name="dbt",
+        deferrable=True,
+        env_vars={
+            "WAREHOUSE_PASSWORD": os.environ["KUBEDBT_E2E_PASSWORD"],
+            "WAREHOUSE_ACCOUNT": os.environ["KUBEDBT_E2E_ACCOUNT"],
+        },
+        retries=1,
+        retry_delay=datetime.timedelta(seconds=0),
+    )
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class EchoingPolicy:
+    name: str
+    status: int
+
+
+def _install_echoing_policy(
+    api_client: client.ApiClient, namespace: str, name: str, reason: str | None
+) -> None:
+    admission = client.AdmissionregistrationV1Api(api_client)
+    policy, binding = record_api_errors.echoing_policy(name, namespace, reason)
+    admission.create_validating_admission_policy(policy)
+    admission.create_validating_admission_policy_binding(binding)
+
+
+def _until_enforced(api_client: client.ApiClient, namespace: str, timeout: float = 30) -> None:
+    """A new policy takes a moment to be enforced: dry-run a Job until it is refused."""
+    probe = {
+        "metadata": {"name": "probe"},
+        "spec": {
+            "template": {
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}
+            }
+        },
+    }
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            client.BatchV1Api(api_client).create_namespaced_job(namespace, probe, dry_run="All")
+        except ApiException as e:
+            if e.status in (403, 422):
+                return
+            raise
+        time.sleep(0.5)
+    pytest.fail(f"the ValidatingAdmissionPolicy was not enforced within {timeout:.0f}s")
+
+
+@pytest.fixture(params=[("Forbidden", 403), (None, 422)], ids=["403", "422"])
+def echoing_policy(
+    request: pytest.FixtureRequest, api_client: client.ApiClient, namespace: str
+) -> Iterator[EchoingPolicy]:
+    """A ValidatingAdmissionPolicy, bound to the test's namespace only, that refuses every Job
+    with a message repeating its env values: as 403 Forbidden (kubedbt keeps the message, with
+    the values redacted) or as the default 422 Invalid (kubedbt withholds the message)."""
+    reason, status = request.param
+    name = f"{namespace}-echo"
+    admission = client.AdmissionregistrationV1Api(api_client)
+    try:
+        _install_echoing_policy(api_client, namespace, name, reason)
+        _until_enforced(api_client, namespace)
+        yield EchoingPolicy(name, status)
+    finally:  # cluster-wide objects: the namespace's deletion does not take them along
+        for delete in (
+            admission.delete_validating_admission_policy_binding,
+            admission.delete_validating_admission_policy,
+        ):
+            with contextlib.suppress(ApiException):
+                delete(name)
+
+
+def _assert_refusal_named(text: str, policy: EchoingPolicy, namespace: str) -> None:
+    assert f"creating Job {namespace}/dbt-" in text
+    if policy.status == 403:
+        assert "failed: 403 Forbidden: [Forbidden jobs.batch/dbt-" in text
+        assert f"ValidatingAdmissionPolicy '{policy.name}' with binding '{policy.name}'" in text
+        assert "denied request: refused; env: false,false,***,***" in text
+    else:
+        assert "failed: 422 Unprocessable Entity: [Invalid jobs.batch/dbt-" in text
+        assert f"refused by ValidatingAdmissionPolicy '{policy.name}'" in text
+
+
+def test_a_refusal_echoing_env_values_leaks_none_of_them(
+    echoing_policy: EchoingPolicy,
+    namespace: str,
+    launcher_kubeconfig: Path,
+    dag_runner: DagRunner,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    password, account = (f"kubedbt-secret-{uuid.uuid4().hex}" for _ in range(2))
+    secrets = (password, account, "HTTP response", "Audit-Id")
+    env_vars = {"WAREHOUSE_PASSWORD": password, "WAREHOUSE_ACCOUNT": account}
+
+    # In this process: the exception the operator raises, its chain and its traceback.
+    caplog.set_level(logging.DEBUG)
+    operator = DbtJobOperator(
+        task_id="build",
+        command="build",
+        image="kubedbt/dbt:dev",
+        sidecar_image="kubedbt/sidecar:dev",
+        namespace=namespace,
+        service_account_name="dbt",
+        env_vars=env_vars,
+        kubernetes_conn_id=None,
+        config_file=str(launcher_kubeconfig),
+    )
+    identity = RunIdentity("refused", "build", f"manual__{uuid.uuid4().hex}")
+    with pytest.raises(AirflowFailException) as caught:
+        operator._run_async(operator._launch(operator._spec_values(), identity))
+    error = caught.value
+    rendered = "".join(traceback.format_exception(error))
+    printed = capfd.readouterr()
+    seen = [rendered, caplog.text, printed.out, printed.err, str(error), repr(error)]
+    for text in seen:
+        for secret in secrets:
+            assert secret not in text
+    assert (error.__cause__, error.__context__) == (None, None), "no chain to hold the raw one"
+    _assert_refusal_named(str(error), echoing_policy, namespace)
+
+    # Through Airflow: the task log, and XCom.
+    dag_file = tmp_path / "refused_dag" / "refused_dag.py"
+    dag_file.parent.mkdir()
+    dag_file.write_text(REFUSED_DAG)
+    monkeypatch.setattr(e2e_conftest, "DAGS", dag_file)
+    monkeypatch.setenv("KUBEDBT_E2E_PASSWORD", password)
+    monkeypatch.setenv("KUBEDBT_E2E_ACCOUNT", account)
+    run = dag_runner.run("dbt_refused")
+    assert run.task["state"] == "failed", run.output[-5000:]
+    assert run.task["try_number"] == 1, "a refusal is terminal"
+    for secret in secrets:
+        assert secret not in run.output
+        assert secret not in json.dumps(run.report)
+    _assert_refusal_named(run.output, echoing_policy, namespace)

@@ -46,7 +46,11 @@ def run_event(job_name: str, namespace: str, outcome: Outcome, result: WatchResu
 
 
 def error_event(job_name: str, namespace: str, message: str) -> RunEvent:
-    """The event of a watch that could not finish (the API stayed unreachable)."""
+    """The event of a watch that could not finish (the API stayed unreachable).
+
+    `message` reaches the task log and XCom: describe the error with
+    kubedbt.io.api_errors.describe, which never repeats a response body or submitted values.
+    """
     return {
         "status": "error",
         "job_name": job_name,

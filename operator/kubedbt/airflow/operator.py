@@ -34,6 +34,7 @@ from kubedbt.core.errors import InvalidSpecError, KubedbtError
 from kubedbt.core.naming import RunIdentity
 from kubedbt.core.report import summary_lines
 from kubedbt.core.spec import DbtRunSpec, field_names
+from kubedbt.io.api_errors import KubeApiError
 from kubedbt.io.kube import RunClient
 from kubedbt.io.launch import Launched, launch_run
 from kubedbt.io.retry import RetryPolicy
@@ -384,12 +385,16 @@ class DbtJobOperator(BaseOperator):
         self.log.info("deleted Job %s/%s", namespace, job_name)
 
     def _run_async(self, coroutine: Any) -> Any:
+        # Raised outside the handlers, without a chain: the text says all, and the task log
+        # prints every exception of a chain, with whatever a traceback's frames held.
+        error: AirflowException
         try:
             return asyncio.run(coroutine)
         except KubedbtError as e:
-            if e.retryable:
-                raise AirflowException(str(e)) from e
-            raise AirflowFailException(str(e)) from e
+            error = AirflowException(str(e)) if e.retryable else AirflowFailException(str(e))
+        except KubeApiError as e:  # a request no step of the run wrapped; sanitized already
+            error = AirflowException(f"a Kubernetes API request failed: {e}")
+        raise error from None
 
 
 def _default(name: str) -> Any:

@@ -23,6 +23,8 @@ from asgiref.sync import sync_to_async
 
 from kubedbt.airflow.events import RunEvent, error_event, run_event
 from kubedbt.core.classify import classify
+from kubedbt.core.errors import KubedbtError
+from kubedbt.io.api_errors import KubeApiError, describe
 from kubedbt.io.informer import NamespaceInformer, shared_informer
 from kubedbt.io.kube import RunClient
 from kubedbt.io.retry import RetryPolicy
@@ -117,8 +119,17 @@ class DbtJobTrigger(BaseTrigger):
                 )
             event = run_event(run.job_name, run.namespace, classify(result.evidence), result)
         except Exception as e:  # the worker decides what to do; the triggerer must not crash
-            self.log.exception("watching %s/%s failed", run.namespace, run.job_name)
-            event = error_event(run.job_name, run.namespace, f"{type(e).__name__}: {e}")
+            # The event's text goes to the task log and XCom: described, never repr'd. API
+            # errors say all there is in one line; anything else gets its traceback.
+            expected = isinstance(e, (KubeApiError, KubedbtError))
+            self.log.error(
+                "watching %s/%s failed: %s",
+                run.namespace,
+                run.job_name,
+                describe(e),
+                exc_info=not expected,
+            )
+            event = error_event(run.job_name, run.namespace, describe(e))
         yield TriggerEvent(dict(event))
 
     async def on_kill(self) -> None:
@@ -162,6 +173,6 @@ class DbtJobTrigger(BaseTrigger):
             # Bounded: seen to hang while Airflow handles a "mark failed" (3.3.2).
             count = await asyncio.wait_for(lookup, STATE_LOOKUP_TIMEOUT)
         except Exception as e:  # unknown: the person's action wins, as it always did
-            self.log.warning("could not read the task's state (%r); deleting the Job", e)
+            self.log.warning("could not read the task's state (%s); deleting the Job", describe(e))
             return False
         return bool(count)

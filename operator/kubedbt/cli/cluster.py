@@ -3,16 +3,16 @@
 Reads go through RunClient and its retry policy, with a policy short enough for a terminal (a few
 attempts within seconds, not the operator's two minutes). The listing and log calls RunClient has no
 method for use its API objects under the same policy. Every API failure leaves this module as a
-CliError that says what was being done, the HTTP status and the API server's message.
+CliError that says what was being done, the HTTP status and what RunClient keeps of the API
+server's answer (kubedbt.io.api_errors: never a message that may repeat submitted values).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
 from kubernetes_asyncio import config
@@ -23,7 +23,8 @@ from kubedbt.cli.errors import CliError
 from kubedbt.cli.run_info import INSTANCE_LABEL, KUBEDBT_SELECTOR, pick_run
 from kubedbt.core.errors import KubedbtError
 from kubedbt.core.naming import DBT_CONTAINER
-from kubedbt.io.kube import JSON, RunClient, release_stream
+from kubedbt.io.api_errors import sanitized
+from kubedbt.io.kube import JSON, RunClient, raise_for_status, release_stream
 from kubedbt.io.retry import RetryPolicy
 
 CLI_POLICY: Final = RetryPolicy(attempts=3, backoff_min=0.5, backoff_max=2.0, deadline=15.0)
@@ -107,6 +108,7 @@ class Cluster:
                 _preload_content=False,
                 _request_timeout=FOLLOW_TIMEOUT,
             )
+            await raise_for_status(response)  # unread, a refusal's Status would print as the log
         try:
             async for raw in response.content:
                 yield raw.decode("utf-8", errors="replace").rstrip("\n")
@@ -136,35 +138,26 @@ async def connect(target: KubeTarget) -> AsyncIterator[Cluster]:
 
 @contextmanager
 def api_errors(action: str) -> Iterator[None]:
-    """Turn an API error raised inside into a CliError naming `action`, status and reason."""
+    """Turn an API error raised inside into a CliError naming `action` and the sanitized error."""
     try:
         yield
     except ApiException as e:
-        raise CliError(describe_api_error(action, e)) from e
+        error = CliError(describe_api_error(action, e))
     except KubedbtError as e:
-        # RunClient wraps API errors; the ApiException it wraps has the status and the message.
-        cause = e.__cause__
-        if isinstance(cause, ApiException):
-            raise CliError(describe_api_error(action, cause)) from e
-        raise CliError(f"{action} failed: {e}") from e
+        # RunClient's own errors raise `from None` over the (sanitized) API error they wrap.
+        wrapped = e.__cause__ or e.__context__
+        if isinstance(wrapped, ApiException):
+            error = CliError(describe_api_error(action, wrapped))
+        else:
+            error = CliError(f"{action} failed: {e}")
+    else:
+        return
+    raise error from None
 
 
-def describe_api_error(action: str, error: Any) -> str:
-    """`<action> failed: <status> <reason>: <the API server's message>`, on one line."""
-    text = f"{action} failed: {error.status} {error.reason}"
-    message = _status_message(getattr(error, "body", None))
-    return f"{text}: {message}" if message else text
+def describe_api_error(action: str, error: ApiException) -> str:
+    """`<action> failed: <status> <reason>: [<Status reason, object>] <message>`, on one line.
 
-
-def _status_message(body: object) -> str:
-    """The `message` of a Status body; the body itself if it is short plain text."""
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", errors="replace")
-    if not isinstance(body, str) or not body.strip():
-        return ""
-    try:
-        status = json.loads(body)
-    except ValueError:
-        return " ".join(body.split())[:300]
-    message = status.get("message") if isinstance(status, dict) else None
-    return " ".join(str(message).split())[:300] if message else ""
+    The message only where it cannot repeat what was submitted (kubedbt.io.api_errors).
+    """
+    return f"{action} failed: {sanitized(error)}"

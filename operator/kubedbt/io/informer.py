@@ -39,8 +39,9 @@ from kubernetes_asyncio.client import ApiClient, ApiException
 
 from kubedbt.core.naming import APP_NAME, INSTANCE_LABEL
 from kubedbt.core.progress import Kind
+from kubedbt.io.api_errors import describe
 from kubedbt.io.kube import JSON, RunClient
-from kubedbt.io.retry import DEFAULT_POLICY, RetryPolicy, is_retryable, status_of
+from kubedbt.io.retry import DEFAULT_POLICY, RetryPolicy, is_retryable
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +297,7 @@ class NamespaceInformer:
             self.stats.watch_errors += 1
             delay = min(self.options.backoff_max, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
             self._tell_everyone(
-                f"watching {kind}s in {self.namespace} failed ({_describe(error)}); "
+                f"watching {kind}s in {self.namespace} failed ({describe(error)}); "
                 f"retrying in {delay:.1f}s ({failures} in a row)"
             )
             await asyncio.sleep(delay)
@@ -373,7 +374,9 @@ class NamespaceInformer:
             try:
                 await self._open()
             except Exception as e:
-                log.error("could not reload the credentials for %s: %s", self.namespace, e)
+                log.error(
+                    "could not reload the credentials for %s: %s", self.namespace, describe(e)
+                )
                 return False
             self._generation += 1
             if old is not None:
@@ -391,7 +394,7 @@ class NamespaceInformer:
                 subscription.queue.put_nowait(notice)
 
     def _fail(self, error: BaseException) -> None:
-        log.error("watching kubedbt objects in %s failed: %s", self.namespace, _describe(error))
+        log.error("watching kubedbt objects in %s failed: %s", self.namespace, describe(error))
         self.failure = error
         self.failed.set()
 
@@ -426,13 +429,6 @@ def _trimmed(kind: Kind, obj: JSON) -> JSON:
         "spec": {key: spec[key] for key in _SPEC_KEPT[kind] if key in spec},
         "status": obj.get("status") or {},
     }
-
-
-def _describe(error: BaseException) -> str:
-    status = status_of(error)
-    if status is not None:
-        return f"{status} {getattr(error, 'reason', '')}".strip()
-    return f"{type(error).__name__}: {error}"
 
 
 # --- one informer per connection and namespace, shared ---

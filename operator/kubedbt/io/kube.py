@@ -3,6 +3,10 @@
 Objects come back as the API's JSON (camelCase dicts), the shape the pure layer reads, so nothing
 above this module touches client models.
 
+Every failed request leaves this module as a KubeApiError (kubedbt.io.api_errors): still an
+ApiException with its `.status`, but without the response's headers and body, which may echo
+what was submitted (env values), and never chained to the raw error.
+
 Creating a run is idempotent: a 409 on the Job means this very try's Job exists already (a worker
 restarted) and is adopted; a failure between the Job and its ConfigMap deletes the Job again, so no
 half-created run is left behind.
@@ -17,7 +21,7 @@ import logging
 import math
 import socket
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +30,14 @@ from kubernetes_asyncio import client
 from kubedbt.core import naming
 from kubedbt.core.errors import RetryableError, TerminalError
 from kubedbt.core.manifests import ConfigMapManifest, JobManifest
-from kubedbt.core.render import DBT_ENV_DEFAULTS, owned_by_job
+from kubedbt.core.render import owned_by_job
+from kubedbt.io.api_errors import (
+    KubeApiError,
+    from_response,
+    from_status_event,
+    sanitized,
+    submitted_secrets,
+)
 from kubedbt.io.retry import DEFAULT_POLICY, RetryPolicy, async_retrying, status_of
 
 log = logging.getLogger(__name__)
@@ -40,6 +51,10 @@ CONNECT_TIMEOUT = 10.0
 WATCH_READ_MARGIN = 30.0
 # Probe an idle stream after 30 s, every 10 s, and give up after 3 unanswered probes.
 KEEPALIVE_OPTIONS = (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
+# How much of a stream's error response is read for its Status.
+ERROR_BODY_BYTES = 64 * 1024
+# How long a results ConfigMap left by a deleted Job of the same name may take to be collected.
+STALE_CONFIGMAP_WAIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -62,14 +77,22 @@ class RunClient:
         self.core = client.CoreV1Api(api_client)
 
     async def call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        """`method(*args, **kwargs)` on the API, under the retry policy."""
+        """`method(*args, **kwargs)` on the API, under the retry policy.
+
+        A failure is raised as a KubeApiError, with the env values of the submitted object
+        redacted from what little of the server's message it keeps.
+        """
 
         # The client's methods are plain functions returning a coroutine; tenacity must await
         # a coroutine function to retry the request itself.
         async def attempt() -> Any:
             return await method(*args, **kwargs)
 
-        return await async_retrying(self.policy)(attempt)
+        try:
+            return await async_retrying(self.policy)(attempt)
+        except client.ApiException as e:
+            error = sanitized(e, submitted_secrets(args, kwargs))
+        raise error from None  # outside the handler: the raw error is not even the context
 
     async def call_json(self, method: Any, *args: Any, **kwargs: Any) -> JSON:
         """`method(*args, **kwargs)` under the retry policy, its body as the API's JSON.
@@ -83,9 +106,7 @@ class RunClient:
             try:
                 body = await response.read()
                 if not 200 <= response.status < 300:
-                    error = client.ApiException(status=response.status, reason=response.reason)
-                    error.headers, error.body = response.headers, body.decode(errors="replace")
-                    raise error
+                    raise _error_of(response, body, submitted_secrets(args, kwargs))
                 result: JSON = json.loads(body)
                 return result
             finally:
@@ -109,7 +130,7 @@ class RunClient:
             created = await self.call(self.batch.create_namespaced_job, namespace, job)
         except client.ApiException as e:
             if e.status != 409:
-                raise _api_error(f"creating Job {namespace}/{name}", e, _env_values(job)) from e
+                raise _api_error(f"creating Job {namespace}/{name}", e) from None
             created = await self.call(self.batch.read_namespaced_job, name, namespace)
             _check_same_try(self.to_json(created), job)
             adopted = True
@@ -129,7 +150,9 @@ class RunClient:
         """Create the run's results ConfigMap owned by its Job, unless that exists already.
 
         One of the same name owned by another Job (a deleted one, whose garbage collection has
-        not caught up) is replaced: the sidecar must not upload into something about to vanish.
+        not caught up) is waited out: the sidecar must not upload into something about to vanish.
+        The garbage collector removes it once it sees its owner gone, within seconds, so the
+        launcher needs no right to delete ConfigMaps.
         """
         namespace = configmap["metadata"]["namespace"]
         name = configmap["metadata"]["name"]
@@ -140,14 +163,25 @@ class RunClient:
                 return
             except client.ApiException as e:
                 if e.status != 409:
-                    raise _api_error(f"creating ConfigMap {namespace}/{name}", e) from e
+                    raise _api_error(f"creating ConfigMap {namespace}/{name}", e) from None
             existing = await self.read_configmap(name, namespace)
             owners = ((existing or {}).get("metadata") or {}).get("ownerReferences") or []
             if any(owner.get("uid") == job_uid for owner in owners):
                 return
-            log.info("ConfigMap %s/%s belongs to an older Job: replacing it", namespace, name)
-            await self.delete_configmap(name, namespace)
-        raise RetryableError(f"ConfigMap {namespace}/{name} keeps coming back; not replacing it")
+            log.info(
+                "ConfigMap %s/%s belongs to an older Job: waiting for its garbage collection",
+                namespace,
+                name,
+            )
+            deadline = time.monotonic() + STALE_CONFIGMAP_WAIT
+            selectors = {"field_selector": f"metadata.name={name}"}
+            method = self.core.list_namespaced_config_map
+            if not await self._until_empty(method, namespace, deadline, selectors):
+                break
+        raise RetryableError(
+            f"ConfigMap {namespace}/{name} of an older Job of the same name is still there "
+            f"after {STALE_CONFIGMAP_WAIT:.0f}s; is the garbage collector running?"
+        )
 
     async def delete_job(self, name: str, namespace: str) -> bool:
         """Delete a Job and, in the foreground, its pods; False when it was gone already."""
@@ -161,16 +195,8 @@ class RunClient:
         except client.ApiException as e:
             if e.status == 404:
                 return False
-            raise _api_error(f"deleting Job {namespace}/{name}", e) from e
+            raise _api_error(f"deleting Job {namespace}/{name}", e) from None
         return True
-
-    async def delete_configmap(self, name: str, namespace: str) -> None:
-        """Delete a ConfigMap; one that is gone already is fine."""
-        try:
-            await self.call(self.core.delete_namespaced_config_map, name, namespace)
-        except client.ApiException as e:
-            if e.status != 404:
-                raise _api_error(f"deleting ConfigMap {namespace}/{name}", e) from e
 
     async def wait_gone(self, job_name: str, namespace: str, timeout: float) -> bool:
         """Wait until a Job and every pod of it are gone; False when `timeout` passes first.
@@ -217,7 +243,7 @@ class RunClient:
                             break
             except client.ApiException as e:
                 if e.status != 410:
-                    raise _api_error(f"watching {namespace}", e) from e
+                    raise _api_error(f"watching {namespace}", e) from None
                 items, version = await self.list_objects(method, namespace, **selectors)
                 remaining = {item["metadata"]["name"] for item in items}
         return True
@@ -236,7 +262,7 @@ class RunClient:
         except client.ApiException as e:
             if e.status == 404:
                 return None
-            raise _api_error(f"reading {namespace}/{name}", e) from e
+            raise _api_error(f"reading {namespace}/{name}", e) from None
 
     async def patch_configmap(
         self, name: str, namespace: str, body: JSON, timeout: tuple[float, float]
@@ -292,7 +318,7 @@ class RunClient:
                 tail_lines=lines,
             )
         except client.ApiException as e:
-            log.warning("cannot read the log of %s/%s: %s", namespace, pod, e.reason)
+            log.warning("cannot read the log of %s/%s: %s", namespace, pod, sanitized(e))
             return None
         return str(text)
 
@@ -306,7 +332,7 @@ class RunClient:
             _preload_content=False,
             _request_timeout=(CONNECT_TIMEOUT, None),
         )
-        _raise_for_status(response)
+        await raise_for_status(response)
         _keep_alive(response)
         try:
             async for raw in response.content:
@@ -327,7 +353,7 @@ class RunClient:
 
         The stream is read as JSON lines, without building client models: a watch of every
         kubedbt object in a namespace must stay cheap. An ERROR event (410 Gone, mostly) is
-        raised as the ApiException a failed request would have been.
+        raised as the KubeApiError a failed request would have been.
         """
         response = await method(
             namespace,
@@ -339,7 +365,7 @@ class RunClient:
             _request_timeout=(CONNECT_TIMEOUT, timeout_seconds + WATCH_READ_MARGIN),
             **selectors,
         )
-        _raise_for_status(response)
+        await raise_for_status(response)
         _keep_alive(response)
         try:
             async for line in response.content:
@@ -347,20 +373,41 @@ class RunClient:
                     continue
                 event = json.loads(line)
                 if event.get("type") in ("ERROR", None):  # a Status: 410 Gone, mostly
-                    status = event.get("object") or event
-                    raise client.ApiException(
-                        status=status.get("code"), reason=status.get("reason")
-                    )
+                    raise from_status_event(event.get("object") or event)
                 yield event["type"], event["object"]
         finally:
             release_stream(response)
 
 
-def _raise_for_status(response: Any) -> None:
-    """A stream's response that is not a 2xx, raised as the ApiException it would have been."""
-    if not 200 <= response.status < 300:
+async def raise_for_status(response: Any) -> None:
+    """A streamed response that is not a 2xx, raised as the KubeApiError it would have been."""
+    if 200 <= response.status < 300:
+        return
+    try:
+        body = await asyncio.wait_for(_read_at_most(response, ERROR_BODY_BYTES), CONNECT_TIMEOUT)
+    except Exception:  # a broken or slow error body: the status alone, then
+        body = b""
+    finally:
         release_stream(response)
-        raise client.ApiException(status=response.status, reason=response.reason)
+    raise _error_of(response, body)
+
+
+async def _read_at_most(response: Any, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await response.content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _error_of(response: Any, body: bytes, secrets: Sequence[str] = ()) -> KubeApiError:
+    """The KubeApiError of a response that is not a 2xx, from its status line and body."""
+    retry_after = response.headers.get("Retry-After") if response.headers else None
+    return from_response(response.status, response.reason, body, secrets, retry_after=retry_after)
 
 
 def release_stream(response: Any) -> None:
@@ -413,28 +460,13 @@ def _check_same_try(existing: JSON, wanted: JobManifest) -> None:
         )
 
 
-def _env_values(job: JobManifest) -> list[str]:
-    """The env values a DAG gave its containers: never to be repeated in an error."""
-    containers = job["spec"]["template"]["spec"].get("containers", [])
-    return [
-        e["value"]
-        for c in containers
-        for e in c.get("env", [])
-        if e.get("value") and e["name"] not in DBT_ENV_DEFAULTS
-    ]
+def _api_error(action: str, error: client.ApiException) -> Exception:
+    """A kubedbt error saying what failed, in the sanitized words of a KubeApiError.
 
-
-def _api_error(
-    action: str, error: client.ApiException, secrets: list[str] | None = None
-) -> Exception:
+    Raise it `from None`: the chain is printed with the traceback.
+    """
     status = status_of(error)
-    text = f"{action} failed: {status} {error.reason}"
-    body = str(getattr(error, "body", "") or "")
-    if body:
-        # The API server may echo the values it refused; env values may be credentials.
-        for secret in sorted(secrets or [], key=len, reverse=True):
-            body = body.replace(secret, "***")
-        text += f": {body[:500]}"
+    text = f"{action} failed: {sanitized(error)}"
     return (
         RetryableError(text)
         if status is None or status >= 500 or status == 429
