@@ -141,10 +141,12 @@ async def _resume_from(
     )
     for configmap in resumable(identity, configmaps):
         name = str(configmap["metadata"]["name"])
-        why_not = why_not_resume(results.decode(configmap).run_results)
+        decoded = results.decode(configmap)
+        why_not = why_not_resume(decoded.run_results)
         if why_not is None:
             log.info("retrying the nodes an earlier try did not finish (dbt retry on %s)", name)
             return name
-        log.info("not resuming from %s: %s", name, why_not)
+        unreadable = f" ({decoded.upload_error})" if decoded.upload_error else ""
+        log.info("not resuming from %s: %s%s", name, why_not, unreadable)
     log.info("no earlier try of this DAG run left run_results to resume: running the full command")
     return None

@@ -25,6 +25,7 @@ from typing import Any
 from kubedbt.core import packing, results
 from kubedbt.core.errors import shorten
 from kubedbt.core.json_stream import json_members
+from kubedbt.io.api_errors import describe
 from kubedbt.io.kube import RunClient
 from kubedbt.io.retry import DEFAULT_POLICY
 
@@ -86,7 +87,7 @@ async def upload(client: RunClient, target: UploadTarget) -> results.UploadStatu
         error = None
     except (OSError, ValueError) as e:
         log.exception("could not read dbt's artifacts")
-        data, binary, status, error = {}, {}, "failed", shorten(f"{type(e).__name__}: {e}", 500)
+        data, binary, status, error = {}, {}, "failed", describe(e)
     size = results.payload_size(data, binary)
     log.info("uploading %s (%d bytes) to configmap %s", status, size, target.configmap)
     await client.patch_configmap(
@@ -126,7 +127,7 @@ async def upload_within(api_client: Any, target: UploadTarget, *, grace_seconds:
         if remaining > 1:
             try:
                 client = RunClient(api_client, DEFAULT_POLICY.within(remaining))
-                await mark_failed(client, target, f"{type(e).__name__}: {e}")
+                await mark_failed(client, target, describe(e))
             except Exception:
                 log.exception("could not mark the configmap as failed either")
 

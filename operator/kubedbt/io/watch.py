@@ -26,6 +26,7 @@ from kubedbt.core import results as results_codec
 from kubedbt.core.classify import Evidence
 from kubedbt.core.naming import DBT_CONTAINER
 from kubedbt.core.progress import Ending, RunProgress, dbt_started_in
+from kubedbt.io.api_errors import describe
 from kubedbt.io.informer import NamespaceInformer, Subscription
 from kubedbt.io.kube import JSON, RunClient
 
@@ -112,7 +113,8 @@ async def watch_run(
         progress.listed("pod", listed[0])
     evidence = progress.evidence(
         ending,
-        results=results_codec.decode(configmap) if configmap is not None else None,
+        # The watch judges from the summary and the log digest: run_results stays packed.
+        results=results_codec.decode(configmap, artifacts=False) if configmap is not None else None,
         events=events,
         memory_limit=memory_limit,
     )
@@ -124,7 +126,7 @@ async def _events(client: RunClient, run: RunRef, pods: list[str]) -> list[JSON]
     try:
         return await client.list_run_events(run.namespace, run.job_name, pods)
     except Exception as e:  # the outcome does not depend on them
-        log.warning("could not read the Events of %s: %s", run.job_name, e)
+        log.warning("could not read the Events of %s: %s", run.job_name, describe(e))
         return []
 
 
@@ -202,4 +204,4 @@ async def _stream_log(
                 if result is not None:
                     await result
     except Exception as e:  # the log is a courtesy; the run's outcome does not depend on it
-        log.warning("stopped following the log of %s: %s", pod, e)
+        log.warning("stopped following the log of %s: %s", pod, describe(e))
