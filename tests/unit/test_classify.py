@@ -25,6 +25,7 @@ from kubedbt.core.classify import (
     OutcomeKind,
     classify,
     container_status,
+    event_lines,
     latest_pod,
 )
 from kubedbt.core.naming import DBT_CONTAINER
@@ -446,3 +447,22 @@ def test_every_outcome_kind_has_a_retry_decision() -> None:
     assert len(set(kinds)) == len(kinds)
     assert set(RETRYABLE) == set(kinds)
     assert all(isinstance(RETRYABLE[kind], bool) for kind in kinds)
+
+
+def test_an_admission_refusal_in_an_event_keeps_who_refused_not_what_it_said() -> None:
+    """A pod refused by a policy that echoes its env values leaves them in the Job's event."""
+    refused = (
+        "Error creating: pods \"dbt-x-abcde\" is forbidden: ValidatingAdmissionPolicy 'echo' "
+        "with binding 'echo' denied request: env WAREHOUSE_PASSWORD=hunter2-secret"
+    )
+    quota = 'Error creating: pods "dbt-x-abcde" is forbidden: exceeded quota: q, requested: cpu=2'
+    events = [
+        {"type": "Warning", "reason": "FailedCreate", "message": m, "count": 1,
+         "involvedObject": {"kind": "Job", "name": "dbt-x"}}
+        for m in (refused, quota)
+    ]  # fmt: skip
+    lines = event_lines(events)
+    assert "hunter2-secret" not in " ".join(lines)
+    assert "ValidatingAdmissionPolicy 'echo' with binding 'echo' denied request" in lines[0]
+    assert "message withheld" in lines[0]
+    assert lines[1] == f"Job/dbt-x: FailedCreate: {quota}"

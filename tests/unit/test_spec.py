@@ -293,6 +293,14 @@ BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
         "pod_template.spec.volumes[0].projected.sources[0].serviceAccountToken.audience",
         API_SERVER_TOKEN,
     ),
+    *(
+        (
+            {"volumes": [_token_volume("api", audience=audience)]},
+            "volumes[0].projected.sources[0].serviceAccountToken.audience",
+            "is an audience of the Kubernetes API server",
+        )
+        for audience in ("https://kubernetes.default.svc.cluster.local", "api", "kubernetes")
+    ),
     ({"active_deadline_seconds": 0}, "active_deadline_seconds", "at least 1"),
     ({"backoff_limit": -1}, "backoff_limit", "at least 0"),
     ({"ttl_seconds_after_finished": -5}, "ttl_seconds_after_finished", "at least 0"),

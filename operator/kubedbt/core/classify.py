@@ -285,7 +285,8 @@ def event_lines(events: Sequence[Mapping[str, Any]]) -> list[str]:
             continue
         involved = event.get("involvedObject") or {}
         where = f"{involved.get('kind', '')}/{involved.get('name', '')}"
-        key = (where, reason, " ".join(str(event.get("message") or "").split()))
+        message = _without_refusal_text(" ".join(str(event.get("message") or "").split()))
+        key = (where, reason, message)
         seen, count = latest.get(key, ("", 0))
         latest[key] = (max(seen, _event_time(event)), count + int(event.get("count") or 1))
     ordered = sorted(latest.items(), key=lambda item: item[1][0])
@@ -294,6 +295,15 @@ def event_lines(events: Sequence[Mapping[str, Any]]) -> list[str]:
         times = f" (x{count})" if count > 1 else ""
         lines.append(f"{where}: {reason}: {message}{times}")
     return lines
+
+
+# An admission policy's or webhook's refusal of a pod (the Job's FailedCreate event) may repeat
+# what the pod spec holds, env values included: keep who refused, withhold what it said.
+_REFUSAL: Final = re.compile(r"^(.*?\b(?:denied request|denied the request))\b.*$", re.IGNORECASE)
+
+
+def _without_refusal_text(message: str) -> str:
+    return _REFUSAL.sub(r"\1 (message withheld: it may repeat the pod's values)", message)
 
 
 def _event_time(event: Mapping[str, Any]) -> str:

@@ -305,6 +305,14 @@ def _clear_of_artifacts(where: str, mount: dict[str, Any]) -> None:
         raise InvalidSpecError(f"{where}.mountPath", f"{RESERVED_MOUNT} is kubedbt's own")
 
 
+# The audiences API servers accept by default: their issuer (https://kubernetes.default.svc and
+# its cluster-domain forms, kind's and kubeadm's default), "api" and the bare service names. A
+# cluster with other --api-audiences is beyond what a DAG check can know.
+_API_SERVER_AUDIENCE: Final = re.compile(
+    r"^(api|(https?://)?kubernetes(\.default(\.svc(\.[a-z0-9.-]+)?)?)?(:\d+)?/?)$", re.IGNORECASE
+)
+
+
 def _no_api_server_token(where: str, volume: dict[str, Any]) -> None:
     """Refuse a projected service account token for the API server.
 
@@ -328,6 +336,12 @@ def _no_api_server_token(where: str, volume: dict[str, Any]) -> None:
                 "a service account token without an audience is an API-server token for the "
                 "pod's service account, which kubedbt gives to the results uploader alone; set "
                 "audience to the service that reads it (for example vault or sts.amazonaws.com)",
+            )
+        if _API_SERVER_AUDIENCE.search(audience.strip()):
+            raise InvalidSpecError(
+                f"{token_at}.audience",
+                f"{audience!r} is an audience of the Kubernetes API server, so the token would act "
+                "as the pod's service account, which kubedbt gives to the results uploader alone",
             )
 
 
