@@ -8,8 +8,9 @@ kubeconfig=${KUBECONFIG:-/var/lib/kubedbt-cluster/admin.kubeconfig}
 helm=${HELM:-/var/lib/kubedbt-cluster/bin/helm}
 
 # What a platform engineer installs once per namespace: the pods' ServiceAccount, the sidecar's
-# Role, and the launcher Role bound to Airflow's own identity (airflow/airflow, made by
-# make airflow-up), exactly as for an Airflow running in the cluster.
+# Role and the admission policy that keeps each pod to its own results, and the launcher Role
+# bound to Airflow's own identity (airflow/airflow, made by make airflow-up), exactly as for an
+# Airflow running in the cluster.
 "$helm" --kubeconfig "$kubeconfig" upgrade --install kubedbt "$repo/helm/kubedbt" \
   --namespace kubedbt-demo --create-namespace \
   --set launcher.createServiceAccount=false \

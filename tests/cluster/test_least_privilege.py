@@ -23,6 +23,7 @@ from kubernetes import client
 from kubernetes.stream import stream
 
 from kubedbt.core import naming
+from kubedbt.core.errors import TerminalError
 from kubedbt.core.results import UPLOAD_STATUS
 from tests.cluster.test_tracking import Run, _informer_of, dbt_running
 from tests.conftest import launcher_token, namespace_with_chart, write_kubeconfig
@@ -108,7 +109,6 @@ def test_a_run_pod_cannot_write_another_runs_results(
     api_client: client.ApiClient, namespace: str, kubeconfig: Path
 ) -> None:
     a, b = (Run(kubeconfig, namespace, slow_seconds=20) for _ in range(2))
-    b.identity = b.identity.with_try(1)
     assert a.job_name != b.job_name
     own, other = (naming.results_configmap_name(r.identity) for r in (a, b))
 
@@ -219,3 +219,22 @@ def test_a_results_configmap_left_by_a_deleted_job_is_waited_out(
     assert "stale" not in (configmap.data or {})
     assert waited >= hold
     measured(f"run created {waited - hold:.2f}s after its stale ConfigMap was released")
+
+
+def test_a_results_configmap_of_no_job_is_named_not_deleted(
+    api_client: client.ApiClient, namespace: str, kubeconfig: Path
+) -> None:
+    """An orphaned one (its Job deleted with --cascade=orphan) never goes away by itself: the
+    run fails at once saying how to remove it, and leaves no Job behind."""
+    run = Run(kubeconfig, namespace, slow_seconds=0)
+    name = naming.results_configmap_name(run.identity)
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": name}})
+    with pytest.raises(TerminalError) as refused:
+        asyncio.run(run.create())
+    assert f"kubectl -n {namespace} delete configmap {name}" in str(refused.value)
+    jobs = client.BatchV1Api(api_client).list_namespaced_job(namespace)
+    assert [
+        job.metadata.name for job in jobs.items if job.metadata.deletion_timestamp is None
+    ] == []
+    assert core.read_namespaced_config_map(name, namespace).metadata.name == name

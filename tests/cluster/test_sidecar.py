@@ -40,7 +40,7 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
 
 def _allow_upload(api_client: client.ApiClient, namespace: str) -> None:
     rbac = client.RbacAuthorizationV1Api(api_client)
-    rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"]}
+    rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["patch"]}
     rbac.create_namespaced_role(namespace, {"metadata": {"name": "upload"}, "rules": [rule]})
     rbac.create_namespaced_role_binding(
         namespace,

@@ -266,10 +266,13 @@ def test_launcher_runs_jobs_and_their_results(launcher: client.ApiClient, releas
         lambda api, ns: client.CoreV1Api(api).list_namespaced_config_map("default"),
         # What the launcher no longer holds: the sidecar writes results, the garbage collector
         # deletes them, and nothing reads single pods or watches events.
+        # As dry runs: should the refusal regress, kubedbt-defaults stays as it is.
         lambda api, ns: client.CoreV1Api(api).patch_namespaced_config_map(
-            "kubedbt-defaults", ns, {"data": {"x": "y"}}
+            "kubedbt-defaults", ns, {"data": {"x": "y"}}, dry_run="All"
         ),
-        lambda api, ns: client.CoreV1Api(api).delete_namespaced_config_map("kubedbt-defaults", ns),
+        lambda api, ns: client.CoreV1Api(api).delete_namespaced_config_map(
+            "kubedbt-defaults", ns, dry_run="All"
+        ),
         lambda api, ns: client.CoreV1Api(api).read_namespaced_pod("anything", ns),
         lambda api, ns: client.CoreV1Api(api).list_namespaced_event(
             ns, watch=True, timeout_seconds=1, _preload_content=False

@@ -23,14 +23,12 @@ from tests.helm.conftest import Helm
 from tests.helm.test_chart import render
 
 PACKAGE = Path(__file__).parents[2] / "operator" / "kubedbt"
-LAUNCHER_MODULES = [
-    *sorted((PACKAGE / "airflow").glob("*.py")),
-    PACKAGE / "io" / "launch.py",
-    PACKAGE / "io" / "watch.py",
-    PACKAGE / "io" / "informer.py",
-]
-UPLOADER_MODULES = [PACKAGE / "sidecar.py", PACKAGE / "io" / "uploader.py"]
 RUN_CLIENT = PACKAGE / "io" / "kube.py"
+# Where each identity's code starts; the io and airflow modules they import are followed.
+LAUNCHER_ROOTS = sorted((PACKAGE / "airflow").glob("*.py"))
+UPLOADER_ROOTS = [PACKAGE / "sidecar.py"]
+# Only these layers talk to the cluster (kubedbt.core is pure: an import-linter contract).
+TALKING = ("kubedbt.io", "kubedbt.airflow")
 
 API_METHOD = re.compile(r"^(create|read|list|patch|replace|delete)_namespaced_([a-z_]+?)(_log)?$")
 VERBS = {"create": "create", "read": "get", "list": "list", "patch": "patch", "delete": "delete"}
@@ -92,24 +90,63 @@ def _permission(method: str, *, watch: bool = False) -> Permission:
     return (group, resource, "watch" if watch else VERBS[action])
 
 
-def derive(modules: Iterable[Path]) -> set[Permission]:
-    """What the code starting at `modules` calls, through the RunClient methods it uses."""
-    client_tree = ast.parse(RUN_CLIENT.read_text())
-    client_methods = _functions(client_tree)
-    trees = [ast.parse(path.read_text()) for path in modules]
+def _module_path(dotted: str) -> Path | None:
+    parts = dotted.split(".")[1:]
+    for candidate in (
+        PACKAGE.joinpath(*parts).with_suffix(".py"),
+        PACKAGE.joinpath(*parts, "__init__.py"),
+    ):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _imported(tree: ast.AST) -> set[str]:
+    """kubedbt modules of the talking layers a module imports."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {name for name in names if name.startswith(TALKING)}
+
+
+def modules_of(roots: Iterable[Path]) -> set[Path]:
+    """The roots and every io or airflow module they import, transitively."""
+    found: set[Path] = set()
+    pending = set(roots)
+    while pending:
+        path = pending.pop()
+        found.add(path)
+        for dotted in _imported(ast.parse(path.read_text())):
+            module = _module_path(dotted)
+            if module is not None and module not in found:
+                pending.add(module)
+    return found
+
+
+def derive(roots: Iterable[Path]) -> set[Permission]:
+    """What the code starting at `roots` calls, through the RunClient functions it uses."""
+    client_functions = _functions(ast.parse(RUN_CLIENT.read_text()))
+    trees = [ast.parse(path.read_text()) for path in modules_of(roots) - {RUN_CLIENT}]
     functions = {name: f for tree in trees for name, f in _functions(tree).items()}
 
+    def used(node: ast.AST) -> set[str]:
+        return (_attributes(node) | _called_names(node)) & set(client_functions)
+
     reached: set[str] = set()
-    pending = {name for tree in trees for name in _attributes(tree) if name in client_methods}
+    pending = {name for tree in trees for name in used(tree)}
     while pending:
         name = pending.pop()
         reached.add(name)
-        pending |= (_attributes(client_methods[name]) & set(client_methods)) - reached
+        pending |= used(client_functions[name]) - reached
     referenced = {name for tree in trees for name in _attributes(tree)}
     watched = {name for tree in trees for name in _watched(tree, functions)}
     for name in reached:
-        referenced |= _attributes(client_methods[name])
-        watched |= _watched(client_methods[name], client_methods)
+        referenced |= _attributes(client_functions[name])
+        watched |= _watched(client_functions[name], client_functions)
 
     permissions = {_permission(m) for m in referenced if API_METHOD.match(m)}
     return permissions | {_permission(m, watch=True) for m in watched}
@@ -128,10 +165,13 @@ def granted(role: dict[str, object]) -> set[Permission]:
 
 
 def test_the_launcher_role_grants_what_the_operator_and_trigger_call(helm: Helm) -> None:
-    used = derive(LAUNCHER_MODULES)
+    used = derive(LAUNCHER_ROOTS)
     role = render(helm)["Role", "kubedbt-launcher"]
     assert granted(role) == used
-    # What the derivation must find, so that a blind spot in it cannot pass unnoticed.
+    # The derivation must find these, so that a blind spot in it cannot pass unnoticed.
+    assert {PACKAGE / "io" / m for m in ("launch.py", "watch.py", "informer.py")} <= modules_of(
+        LAUNCHER_ROOTS
+    )
     assert {
         ("batch", "jobs", "create"),
         ("batch", "jobs", "watch"),
@@ -140,6 +180,6 @@ def test_the_launcher_role_grants_what_the_operator_and_trigger_call(helm: Helm)
 
 
 def test_the_uploader_role_grants_what_the_sidecar_calls(helm: Helm) -> None:
-    used = derive(UPLOADER_MODULES)
+    used = derive(UPLOADER_ROOTS)
     assert used == {("", "configmaps", "patch")}
     assert granted(render(helm)["Role", "kubedbt-results-uploader"]) == used

@@ -168,6 +168,13 @@ class RunClient:
             owners = ((existing or {}).get("metadata") or {}).get("ownerReferences") or []
             if any(owner.get("uid") == job_uid for owner in owners):
                 return
+            if existing is not None and not owners:
+                # Orphaned (its Job deleted with --cascade=orphan, or made by hand): no garbage
+                # collection will come, and the launcher may not delete ConfigMaps.
+                raise TerminalError(
+                    f"ConfigMap {namespace}/{name} exists and belongs to no Job; kubedbt will not "
+                    f"upload into it. Remove it: kubectl -n {namespace} delete configmap {name}"
+                )
             log.info(
                 "ConfigMap %s/%s belongs to an older Job: waiting for its garbage collection",
                 namespace,
