@@ -16,6 +16,8 @@ from typing import Any, TextIO
 READ_CHARS = 1 << 16
 _NOT_WHITESPACE = re.compile(r"[^ \t\n\r]")
 _DECODER = json.JSONDecoder()
+# The characters a JSON number is made of, from its first one ("-" or a digit).
+_NUMBER = re.compile(r"[-0-9][-+0-9.eE]*")
 
 
 class _JsonReader:
@@ -62,16 +64,23 @@ class _JsonReader:
         """The next JSON value."""
         self.peek()
         while True:
+            # A number is whole only once something that cannot be part of it follows: "1." or
+            # "1e" at the end of the buffer would otherwise decode as 1. Strings, arrays,
+            # objects and literals end in a character of their own, so they decode whole or fail.
+            if self._number_may_go_on() and self._more():
+                continue
             try:
                 value, end = _DECODER.raw_decode(self._buffer, self._at)
             except json.JSONDecodeError:
                 if not self._more():
                     raise
                 continue
-            # A number that ends the buffer may go on in the next read.
-            if end < len(self._buffer) or not self._more():
-                self._at = end
-                return value
+            self._at = end
+            return value
+
+    def _number_may_go_on(self) -> bool:
+        number = _NUMBER.match(self._buffer, self._at)
+        return number is not None and number.end() == len(self._buffer)
 
     def items(self) -> Iterator[Any]:
         """The values of the array that comes next, one at a time."""
