@@ -26,7 +26,7 @@ from kubedbt.core import naming
 from kubedbt.core.errors import TerminalError
 from kubedbt.core.results import UPLOAD_STATUS
 from tests.cluster.test_tracking import Run, _informer_of, dbt_running
-from tests.conftest import launcher_token, namespace_with_chart, write_kubeconfig
+from tests.conftest import namespace_with_chart
 
 pytestmark = pytest.mark.cluster
 
@@ -64,13 +64,6 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
         "defaults.image=kubedbt/dbt:dev",
     ) as name:
         yield name
-
-
-@pytest.fixture
-def kubeconfig(api_client: client.ApiClient, namespace: str, tmp_path: Path) -> Path:
-    path = tmp_path / "launcher.kubeconfig"
-    write_kubeconfig(path, api_client, namespace, launcher_token(api_client, namespace))
-    return path
 
 
 def _pod_of(api_client: client.ApiClient, run: Run) -> str:

@@ -60,13 +60,6 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
         yield name
 
 
-@pytest.fixture
-def kubeconfig(api_client: client.ApiClient, namespace: str, tmp_path: Path) -> Path:
-    path = tmp_path / "launcher.kubeconfig"
-    write_kubeconfig(path, api_client, namespace, launcher_token(api_client, namespace))
-    return path
-
-
 def _spec(namespace: str, slow_seconds: int) -> DbtRunSpec:
     return DbtRunSpec(
         command="build",
