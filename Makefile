@@ -4,6 +4,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
+# Go builds and tests the launcher (images/launcher); it may not be on PATH.
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 VENV := .venv
 BIN := $(VENV)/bin
 CLUSTER ?= local
@@ -45,6 +47,7 @@ lint: venv ## ruff, mypy --strict and the import-linter layer contracts
 
 .PHONY: test-unit
 test-unit: venv dbt-venv ## Tests of the pure code and the uploader on real dbt output (no cluster)
+	cd images/launcher && $(GO) vet ./... && $(GO) test ./...
 	KUBEDBT_DBT=$(DBT_VENV)/bin/dbt $(BIN)/pytest tests/unit
 	$(BIN)/pytest tests/cli -m "not cluster"
 

@@ -64,6 +64,10 @@ ensure_dockerd
 "$repo/images/base/build.sh"
 import_to_cluster "$base_image"
 
+# The sidecar image carries the launcher binary (images/sidecar/Dockerfile copies it).
+log "building images/launcher/kubedbt-launch"
+"$repo/images/launcher/build.sh"
+
 shopt -s nullglob
 for dockerfile in "$repo"/images/*/Dockerfile; do
   name=$(basename "$(dirname "$dockerfile")")

@@ -1,0 +1,3 @@
+module kubedbt.io/launcher
+
+go 1.22
