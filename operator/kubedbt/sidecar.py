@@ -15,7 +15,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kubedbt.core.command import JSON_LOG_FILE, TARGET_PATH
+from kubedbt.core.command import (
+    JSON_LOG_FILE,
+    SELECTED_FILE,
+    STATE_DIR,
+    STOP_MARKER_FILE,
+    TARGET_PATH,
+)
 from kubedbt.core.results import CONFIGMAP_LIMIT
 from kubedbt.core.unpacking import UnreadableError, gunzip_chunks
 from kubedbt.io.uploader import (
@@ -37,6 +43,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--namespace", help="its namespace (default: the pod's)")
     parser.add_argument("--target-path", default=TARGET_PATH, type=Path, help="dbt's target path")
     parser.add_argument("--log-file", default=JSON_LOG_FILE, type=Path, help="dbt's JSON log")
+    parser.add_argument(
+        "--stop-marker",
+        default=STOP_MARKER_FILE,
+        type=Path,
+        help="the launcher's record of interrupting dbt",
+    )
+    parser.add_argument(
+        "--selected-file",
+        default=SELECTED_FILE,
+        type=Path,
+        help="the command's selection (dbt ls), listed after an interruption",
+    )
+    parser.add_argument(
+        "--state-run-results",
+        default=Path(STATE_DIR) / "run_results.json",
+        type=Path,
+        help="the run_results a dbt retry restored (its selection)",
+    )
     parser.add_argument(
         "--grace-seconds",
         type=float,
@@ -98,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         configmap=args.configmap,
         target_path=args.target_path,
         log_file=args.log_file,
+        stop_marker=args.stop_marker,
+        selected_file=args.selected_file,
+        state_run_results=args.state_run_results,
     )
     received = wait_for_stop()
     logging.info("%s received: collecting results", received.name)

@@ -81,12 +81,12 @@ def test_the_watch_limits_on_the_job_are_those_describe_judges_by() -> None:
     operator = DbtJobOperator(
         **BASE, startup_timeout=45, results_timeout=20, execution_timeout=timedelta(hours=1)
     )
+    spec = DbtRunSpec(command="build", image="kubedbt/dbt:dev", termination_grace_period=50)
     job = render_job(
-        DbtRunSpec(command="build", image="kubedbt/dbt:dev"),
-        RunIdentity("d", "t", "r"),
-        annotations=operator._limit_annotations(),
+        spec, RunIdentity("d", "t", "r"), annotations=operator._limit_annotations(spec)
     )
     progress = RunProgress.for_job(job)
-    watched = operator._trigger_args(operator._spec(early=True), RunIdentity("d", "t", "r"), "j")
+    watched = operator._trigger_args(spec, RunIdentity("d", "t", "r"), "j")
     assert (progress.startup_timeout, progress.results_timeout) == (45.0, 20.0)
-    assert progress.execution_timeout == watched.limits.execution_timeout == 3590.0
+    # dbt is stopped the grace period and a margin before Airflow's timeout, to report in time.
+    assert progress.execution_timeout == watched.limits.execution_timeout == 3600.0 - 50 - 10

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from kubedbt.core import naming
 from kubedbt.core.progress import Decision, RunProgress
 from tests.unit.test_classify import recorded
 
@@ -139,7 +140,47 @@ def test_the_execution_timeout_counts_from_the_job_and_comes_first_when_earlier(
     progress.listed("pod", data["pods"])
     progress.listed("configmap", [])
     assert progress.decide(start + 10).wake_at == start + 30
-    assert progress.decide(start + 30).ending == "execution"
+    # The execution timeout stops the run; the run ends as its Job does, with dbt's results.
+    stop = progress.decide(start + 30)
+    assert (stop.ending, stop.stop) == (None, True)
+
+
+def test_a_run_still_going_long_after_its_stop_is_given_up_on() -> None:
+    data = recorded("unschedulable")
+    start = created(data["job"])
+    progress = RunProgress(startup_timeout=10 * STARTUP, execution_timeout=30)
+    progress.listed("job", [in_progress(data["job"])])
+    progress.listed("pod", data["pods"])
+    progress.listed("configmap", [])
+    assert progress.decide(start + 30).stop
+    progress.stop_sent_at = start + 30
+    give_up = start + 30 + progress.grace_period() + 60
+    assert progress.decide(start + 31) == Decision(None, wake_at=give_up)
+    assert progress.decide(give_up).ending == "execution"
+
+
+def test_a_stop_recorded_on_the_job_is_what_any_watch_counts_from() -> None:
+    data = recorded("unschedulable")
+    start = created(data["job"])
+    job = in_progress(data["job"])
+    stopped_at = datetime.datetime.fromtimestamp(start + 5, datetime.timezone.utc)
+    job["metadata"].setdefault("annotations", {}).update(
+        {
+            naming.STOP_REASON_ANNOTATION: "task-killed",
+            naming.STOP_REQUESTED_ANNOTATION: stopped_at.isoformat(timespec="seconds"),
+        }
+    )
+    # A trigger rebuilt after the stop (no execution timeout of its own) never stops it again.
+    progress = RunProgress(startup_timeout=STARTUP, execution_timeout=2)
+    progress.listed("job", [job])
+    progress.listed("pod", data["pods"])
+    progress.listed("configmap", [])
+    assert progress.grace_period() == float(
+        job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    )
+    deadline = start + 5 + progress.grace_period() + 60
+    assert progress.decide(start + 10) == Decision(None, wake_at=min(deadline, start + STARTUP))
+    assert not progress.decide(deadline).stop
 
 
 def test_deleted_pods_keep_their_last_state_through_a_relist() -> None:

@@ -43,6 +43,8 @@ def replay(
             return ending, now
         progress.observe(kind, event_type, copy.deepcopy(payload))
         decision = progress.decide(now)
+        if decision.stop:  # as the watch does: stop the run, then go on watching it
+            progress.stop_sent_at = now
         if decision.ending is not None:
             return decision.ending, now
     return _sleep_until(progress, now, until if until is not None else now)
@@ -54,6 +56,9 @@ def _sleep_until(progress: RunProgress, now: float, arrival: float) -> tuple[End
         decision = progress.decide(now)
         if decision.ending is not None:
             return decision.ending, now
+        if decision.stop:
+            progress.stop_sent_at = now
+            continue
         if decision.wake_at is None or decision.wake_at > arrival:
             return None, arrival
         now = max(now, decision.wake_at)
@@ -133,9 +138,11 @@ def test_a_start_that_takes_too_long_ends_at_the_startup_timeout() -> None:
 def test_the_execution_timeout_counts_from_the_jobs_creation() -> None:
     events = recorded("success")
     job = next(o[3] for o in events if o[1] == "job" and o[2] != "LIST")
-    ending, at = replay(events, RunProgress(startup_timeout=60, execution_timeout=4))
-    assert ending == "execution"
-    assert at == _epoch(job["metadata"]["creationTimestamp"]) + 4
+    progress = RunProgress(startup_timeout=60, execution_timeout=4)
+    ending, _ = replay(events, progress)
+    # The stop is asked for at the timeout; the run then ends as its Job does.
+    assert progress.stop_sent_at == _epoch(job["metadata"]["creationTimestamp"]) + 4
+    assert ending == "finished"
 
 
 def _pod_done(observation: Observation) -> bool:

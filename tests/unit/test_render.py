@@ -39,9 +39,19 @@ def _containers(pod: dict) -> dict[str, dict]:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_dbt_runs_without_a_shell_and_writes_to_the_emptydir(name: str) -> None:
-    dbt = _containers(_pod(name))["dbt"]
-    assert dbt["command"] == ["dbt"]
-    args = dbt["args"]
+    pod = _pod(name)
+    dbt = _containers(pod)["dbt"]
+    # dbt runs under the launcher, which install-launcher copied into its read-only volume.
+    assert dbt["command"] == ["/kubedbt-launcher/kubedbt-launch"]
+    assert dbt["args"][:3] == ["run", "--marker", "/kubedbt/kubedbt-stop.json"]
+    args = dbt["args"][dbt["args"].index("--") + 1 :]
+    assert args[0] == "dbt"
+    assert pod["initContainers"][0]["name"] == "install-launcher"
+    assert pod["initContainers"][0]["command"] == ["/usr/local/bin/kubedbt-launch"]
+    assert pod["initContainers"][0]["args"] == ["install", "/kubedbt-launcher/kubedbt-launch"]
+    assert _mounted_by(pod, "kubedbt-launcher") == {"install-launcher", "dbt"}
+    launcher_mount = next(m for m in dbt["volumeMounts"] if m["name"] == "kubedbt-launcher")
+    assert launcher_mount["readOnly"] is True
     assert args[args.index("--target-path") + 1] == "/kubedbt/target"
     assert args[args.index("--log-path") + 1] == "/kubedbt/logs"
     assert args[args.index("--log-format-file") + 1] == "json"
@@ -79,12 +89,17 @@ def test_job_defaults_leave_retries_to_airflow() -> None:
     assert job["spec"]["ttlSecondsAfterFinished"] == 86400
     assert "activeDeadlineSeconds" not in job["spec"]
     rules = job["spec"]["podFailurePolicy"]["rules"]
+    # A disrupted or interrupted pod is not replaced: Airflow's next try resumes from its results.
     assert rules[0] == {
-        "action": "Ignore",
+        "action": "FailJob",
         "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
     }
     assert rules[1]["action"] == "FailJob"
-    assert rules[1]["onExitCodes"] == {"containerName": "dbt", "operator": "In", "values": [1, 2]}
+    assert rules[1]["onExitCodes"] == {
+        "containerName": "dbt",
+        "operator": "In",
+        "values": [1, 2, 130],
+    }
 
 
 def test_user_env_overrides_dbt_defaults_and_keeps_order() -> None:
@@ -198,7 +213,14 @@ def test_an_allowed_template_leaves_kubedbt_its_token_and_previous_results() -> 
     job = render_job(spec, IDENTITY, state_from="previous-results")
     pod = job["spec"]["template"]["spec"]
     containers = _containers(pod)
-    assert set(containers) == {"dbt", "proxy", "warm-cache", "results-uploader", "restore-state"}
+    assert set(containers) == {
+        "dbt",
+        "proxy",
+        "warm-cache",
+        "install-launcher",
+        "results-uploader",
+        "restore-state",
+    }
     assert _mounted_by(pod, "kubedbt-sa-token") == {"results-uploader"}
     assert _mounted_by(pod, "kubedbt-previous-results") == {"restore-state"}
     assert pod["shareProcessNamespace"] is False
@@ -206,7 +228,7 @@ def test_an_allowed_template_leaves_kubedbt_its_token_and_previous_results() -> 
     plain_pod = render_job(plain, IDENTITY, state_from="previous-results")["spec"]["template"][
         "spec"
     ]
-    for name in ("results-uploader", "restore-state"):
+    for name in ("install-launcher", "results-uploader", "restore-state"):
         assert containers[name] == _containers(plain_pod)[name]
     assert containers["dbt"]["livenessProbe"] == {"exec": {"command": ["true"]}}
     assert containers["dbt"]["ports"] == [{"containerPort": 8080}]
@@ -224,7 +246,7 @@ def test_no_template_can_share_the_process_namespace() -> None:
 def test_rendering_shares_no_objects_with_the_spec() -> None:
     spec = DbtRunSpec(command="run", image="i", volumes=[{"name": "v", "emptyDir": {}}])
     job = render_job(spec, IDENTITY)
-    job["spec"]["template"]["spec"]["volumes"][2]["emptyDir"]["medium"] = "Memory"
+    job["spec"]["template"]["spec"]["volumes"][3]["emptyDir"]["medium"] = "Memory"
     assert spec.volumes[0] == {"name": "v", "emptyDir": {}}
     again = render_job(spec, IDENTITY)
     pod = again["spec"]["template"]["spec"]

@@ -54,3 +54,10 @@
     0
   {%- endif -%}
 {% endmacro %}
+
+
+{% macro warehouse_sleep_sql() %}
+  {#- Postgres only. A statement that keeps the warehouse busy for warehouse_sleep_seconds, as a
+      long model would: what a stopped dbt must cancel (it shows in pg_stat_activity until then). -#}
+  select pg_sleep({{ var('warehouse_sleep_seconds') | int }})
+{% endmacro %}

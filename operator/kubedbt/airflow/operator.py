@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Final, Literal, get_args
 
 from airflow.sdk import BaseOperator, Context, conf
@@ -58,6 +58,8 @@ ABANDONED: Final = frozenset(
 )
 SENSITIVE_NAME_PARTS: Final = ("PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "PASS")
 EXECUTION_MARGIN: Final = 10.0
+# Seconds on_kill may take: Airflow's supervisor sends SIGKILL 5 s after its SIGTERM.
+ON_KILL_BUDGET: Final = 4.0
 # How long a deferred run may wait with neither execution_timeout nor active_deadline_seconds set,
 # and the slack past the trigger's own deadlines before Airflow's deferral timeout fires.
 MAX_DEFERRAL: Final = timedelta(days=7)
@@ -100,6 +102,7 @@ class DbtJobOperator(BaseOperator):
         "macro_args",
         "dbt_flags",
         "image",
+        "cmds",
         "namespace",
         "env_vars",
         "labels",
@@ -231,24 +234,29 @@ class DbtJobOperator(BaseOperator):
                 identity,
                 resume=resume,
                 log=self.log,
-                annotations=self._limit_annotations(),
+                annotations=self._limit_annotations(spec),
             )
             return launched, spec
 
-    def _limit_annotations(self) -> dict[str, str]:
+    def _limit_annotations(self, spec: DbtRunSpec) -> dict[str, str]:
         """The watch's limits, on the Job for `kubectl dbt describe` to judge the run the same."""
         recorded = {
             naming.STARTUP_TIMEOUT_ANNOTATION: self.startup_timeout,
             naming.RESULTS_TIMEOUT_ANNOTATION: self.results_timeout,
-            naming.EXECUTION_TIMEOUT_ANNOTATION: self._execution_timeout(),
+            naming.EXECUTION_TIMEOUT_ANNOTATION: self._execution_timeout(spec),
         }
         return {key: f"{value:g}" for key, value in recorded.items() if value is not None}
 
-    def _execution_timeout(self) -> float | None:
-        """execution_timeout less a margin, so the trigger reports it before Airflow kills."""
+    def _execution_timeout(self, spec: DbtRunSpec) -> float | None:
+        """When the watch stops dbt: execution_timeout less the pod's grace period and a margin.
+
+        dbt then has the whole grace period to cancel its queries and write its results, and the
+        operator reports them before Airflow's own timeout would kill the task without them.
+        """
         if not isinstance(self.execution_timeout, timedelta):
             return None
-        return max(1.0, self.execution_timeout.total_seconds() - EXECUTION_MARGIN)
+        lead = spec.termination_grace_period + EXECUTION_MARGIN
+        return max(1.0, self.execution_timeout.total_seconds() - lead)
 
     def _announce(self, context: Context, launched: Launched) -> None:
         job_name, namespace = launched.run.job_name, launched.run.namespace
@@ -275,7 +283,7 @@ class DbtJobOperator(BaseOperator):
             ),
             limits=WatchLimits(
                 startup_timeout=self.startup_timeout,
-                execution_timeout=self._execution_timeout(),
+                execution_timeout=self._execution_timeout(spec),
                 results_timeout=self.results_timeout,
                 log_tail_lines=self.log_tail_lines,
             ),
@@ -369,20 +377,37 @@ class DbtJobOperator(BaseOperator):
         return run_results
 
     def on_kill(self) -> None:
-        """Delete this try's Job (and, in the foreground, its pods) when the task is killed."""
+        """Stop this try's run the way dbt wants to be stopped when the task is killed.
+
+        Airflow gives on_kill a few seconds before SIGKILL, so it only asks: RunClient.stop_run
+        has the Job controller stop the pod, the launcher interrupts dbt (SIGINT), dbt cancels its
+        queries and writes run_results, and the sidecar uploads them for the next try to resume.
+        """
         if self._running is None:
             return
         job_name, namespace = self._running
 
-        async def delete() -> None:
+        async def stop() -> bool:
             async with self.connection.async_hook().get_conn() as api_client:
-                await RunClient(api_client, self.api_retry_policy).delete_job(job_name, namespace)
+                client = RunClient(api_client, self.api_retry_policy.within(ON_KILL_BUDGET))
+                return await client.stop_run(job_name, namespace, "task-killed", _now())
 
         # on_kill may run inside execute's event loop (from a signal handler): use a fresh one.
-        worker = threading.Thread(target=asyncio.run, args=(delete(),), daemon=True)
+        outcome: list[bool] = []
+        worker = threading.Thread(target=lambda: outcome.append(asyncio.run(stop())), daemon=True)
         worker.start()
-        worker.join(timeout=60)
-        self.log.info("deleted Job %s/%s", namespace, job_name)
+        worker.join(timeout=ON_KILL_BUDGET)
+        if outcome and outcome[0]:
+            self.log.info(
+                "stopping Job %s/%s: dbt is interrupted and uploads what it finished "
+                "(kubectl dbt describe %s -n %s)",
+                namespace,
+                job_name,
+                job_name,
+                namespace,
+            )
+        else:
+            self.log.warning("could not stop Job %s/%s (gone, or no answer)", namespace, job_name)
 
     def _run_async(self, coroutine: Any) -> Any:
         # Raised outside the handlers, without a chain: the text says all, and the task log
@@ -395,6 +420,11 @@ class DbtJobOperator(BaseOperator):
         except KubeApiError as e:  # a request no step of the run wrapped; sanitized already
             error = AirflowException(f"a Kubernetes API request failed: {e}")
         raise error from None
+
+
+def _now() -> str:
+    """Now, as the Job's stop annotation records it."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _default(name: str) -> Any:

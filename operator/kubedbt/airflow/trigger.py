@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
@@ -30,7 +31,7 @@ from kubedbt.io.kube import RunClient
 from kubedbt.io.retry import RetryPolicy
 from kubedbt.io.watch import RunRef, WatchLimits, watch_run
 
-# Seconds on_kill waits to learn whether the task is still deferred before deleting the Job.
+# Seconds on_kill waits to learn whether the task is still deferred before stopping the run.
 STATE_LOOKUP_TIMEOUT = 3.0
 
 
@@ -133,7 +134,10 @@ class DbtJobTrigger(BaseTrigger):
         yield TriggerEvent(dict(event))
 
     async def on_kill(self) -> None:
-        """The task was cleared or marked while deferred: delete this try's Job and its pods.
+        """The task was cleared or marked while deferred: stop this try's run (RunClient.stop_run).
+
+        dbt is interrupted, cancels its queries and writes run_results, which the sidecar uploads
+        for the next try to resume; the Job is kept, failed, until its TTL.
 
         Airflow also cancels a trigger this way when it moves it to another triggerer; the task
         instance is then still deferred and the run must go on, so that case is left alone.
@@ -147,12 +151,16 @@ class DbtJobTrigger(BaseTrigger):
                 run.job_name,
             )
             return
+        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         async with self.hook.get_conn() as api_client:
-            deleted = await RunClient(api_client, args.retry).delete_job(
-                run.job_name, run.namespace
+            stopped = await RunClient(api_client, args.retry).stop_run(
+                run.job_name, run.namespace, "task-killed", at
             )
         self.log.info(
-            "Job %s/%s %s", run.namespace, run.job_name, "deleted" if deleted else "was gone"
+            "Job %s/%s %s",
+            run.namespace,
+            run.job_name,
+            "stopped: dbt is interrupted and uploads what it finished" if stopped else "was gone",
         )
 
     async def _still_deferred(self) -> bool:
@@ -173,6 +181,8 @@ class DbtJobTrigger(BaseTrigger):
             # Bounded: seen to hang while Airflow handles a "mark failed" (3.3.2).
             count = await asyncio.wait_for(lookup, STATE_LOOKUP_TIMEOUT)
         except Exception as e:  # unknown: the person's action wins, as it always did
-            self.log.warning("could not read the task's state (%s); deleting the Job", describe(e))
+            self.log.warning(
+                "could not read the state of the task (%s); stopping the run", describe(e)
+            )
             return False
         return bool(count)

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from kubedbt.core.errors import shorten
-from kubedbt.core.naming import DBT_CONTAINER, RESTORE_CONTAINER, SIDECAR_CONTAINER
+from kubedbt.core.interruption import describe as describe_interruption
+from kubedbt.core.naming import (
+    DBT_CONTAINER,
+    RESTORE_CONTAINER,
+    SIDECAR_CONTAINER,
+    STOP_REASON_ANNOTATION,
+    STOP_REQUESTED_ANNOTATION,
+)
 from kubedbt.core.results import (
     FAILED_STATUSES,
     RunResults,
@@ -47,6 +54,7 @@ OutcomeKind = Literal[
     "results_missing",
     "sources_stale",
     "killed",
+    "cancelled",
     "job_deleted",
     "unknown",
 ]
@@ -72,12 +80,25 @@ RETRYABLE: Final[dict[OutcomeKind, bool]] = {
     "results_missing": True,
     "sources_stale": False,
     "killed": True,
+    # Stopped from outside with what ran kept: another try resumes where it stopped.
+    "cancelled": True,
     "job_deleted": False,
     "unknown": True,
 }
 
 # Exit codes dbt itself chooses; anything else means it was killed or could not run.
 DBT_EXIT_CODES: Final = (0, 1, 2)
+# kubedbt-launch's exit code when it interrupted dbt because the pod was stopped (128 + SIGINT),
+# and its codes for a program it could not start (the shell's).
+INTERRUPTED: Final = 130
+NOT_STARTED: Final = {126: "is not executable", 127: "was not found in the image"}
+# Why kubedbt stopped a run (the Job's kubedbt.io/stop-reason), in words.
+STOP_REASONS: Final = {
+    "task-killed": "the Airflow task was stopped (marked failed or cleared, or its worker asked "
+    "to kill it)",
+    "execution-timeout": "the task's execution_timeout was about to pass, so kubedbt stopped dbt "
+    "in time to report what it finished",
+}
 DISRUPTION_REASONS: Final = frozenset(
     {"Evicted", "Preempting", "NodeLost", "NodeShutdown", "Terminated"}
 )
@@ -207,13 +228,26 @@ def _classify(evidence: Evidence) -> Outcome:
     if evidence.job_deleted:
         return _job_deleted(dbt)
     # What happened from outside comes before dbt's exit code: an evicted or timed-out pod ends
-    # with dbt killed (137), which says nothing about dbt itself.
+    # with dbt interrupted (130) or killed (137), which says nothing about dbt itself.
+    code = _dbt_exit_code(dbt)
+    stopped = stop_reason(evidence.job)
+    if stopped is not None and code not in DBT_EXIT_CODES:
+        return _cancelled(STOP_REASONS.get(stopped, f"kubedbt stopped it ({stopped})"), evidence)
     deadline = _job_condition(evidence.job, "DeadlineExceeded")
-    if deadline is not None and _dbt_exit_code(dbt) not in DBT_EXIT_CODES:
+    if deadline is not None and code == INTERRUPTED:
+        return _cancelled(f"the Job's activeDeadlineSeconds passed ({deadline})", evidence)
+    if deadline is not None and code not in DBT_EXIT_CODES:
         return _outcome("deadline_exceeded", f"the Job's activeDeadlineSeconds passed: {deadline}")
     disruption = _disruption_of(evidence.pods, pod, dbt)
     if disruption is not None:
-        return _outcome("disrupted", f"the pod was disrupted: {disruption}", evidence=[disruption])
+        interrupted = _interruption_text(evidence, dbt)
+        detail = f"; {interrupted}" if interrupted else ""
+        return _outcome(
+            "disrupted",
+            f"the pod was disrupted: {disruption}{detail}",
+            exit_code=code,
+            evidence=[disruption],
+        )
     failed_init = _failed_init(pod)
     if failed_init is not None:
         return failed_init
@@ -228,6 +262,45 @@ def _classify(evidence: Evidence) -> Outcome:
     if pod is None:
         return _outcome("unknown", "no pod of the run is left to judge it by (deleted?)")
     return _outcome("unknown", "the run ended before the dbt container reported a state")
+
+
+def stop_reason(job: Mapping[str, Any] | None) -> str | None:
+    """Why kubedbt stopped the run (the Job's stop-reason annotation), if it did."""
+    annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}
+    if STOP_REQUESTED_ANNOTATION not in annotations:
+        return None
+    return str(annotations.get(STOP_REASON_ANNOTATION) or "unknown")
+
+
+def _cancelled(cause: str, evidence: Evidence) -> Outcome:
+    """A run stopped from outside: the cause, then what dbt finished and left unfinished."""
+    pod = latest_pod(evidence.pods)
+    dbt = container_status(pod, DBT_CONTAINER) if pod else None
+    code = _dbt_exit_code(dbt)
+    interrupted = _interruption_text(evidence, dbt)
+    if interrupted:
+        return _outcome("cancelled", f"dbt was cancelled: {cause}; {interrupted}", exit_code=code)
+    if dbt is None or not ((dbt.get("state") or {}).get("terminated") or dbt.get("lastState")):
+        where = "before dbt started"
+    else:
+        where = f"and dbt ended with exit code {code}"
+    return _outcome("cancelled", f"dbt was cancelled: {cause}, {where}", exit_code=code)
+
+
+def _interruption_text(evidence: Evidence, dbt: Mapping[str, Any] | None) -> str:
+    """What the interruption left, from the summary; else the launcher's one line; else ""."""
+    summary = evidence.results.summary if evidence.results else None
+    interruption = summary.get("interruption") if summary else None
+    if interruption:
+        assert summary is not None
+        unfinished = interruption["cancelled_count"] + interruption["not_started"]
+        finished = summary["nodes"] - unfinished
+        return f"{finished} node(s) finished; {describe_interruption(interruption)}"
+    if _dbt_exit_code(dbt) != INTERRUPTED:
+        return ""
+    terminated = ((dbt or {}).get("state") or {}).get("terminated") or {}
+    message = _first_line(str(terminated.get("message") or ""))
+    return message.removeprefix("kubedbt-launch: ") or "dbt was interrupted (exit code 130)"
 
 
 def _disruption_of(
@@ -567,6 +640,14 @@ def _from_termination(
                 evidence=[f"{SIDECAR_CONTAINER}: {sidecar}"],
             )
         return outcome
+    if code == INTERRUPTED:
+        return _cancelled("its pod was stopped from outside (deleted?)", evidence)
+    if code in NOT_STARTED:
+        return _outcome(
+            "container_start_failed",
+            f"the dbt command {NOT_STARTED[code]}: {_first_line(message)}",
+            exit_code=code,
+        )
     if code in (137, 143):
         return _outcome("killed", f"dbt was killed by a signal (exit code {code})", exit_code=code)
     return _outcome(

@@ -52,6 +52,27 @@ TARGET_PATH: Final = f"{ARTIFACTS_DIR}/target"
 LOG_PATH: Final = f"{ARTIFACTS_DIR}/logs"
 # dbt names its log file dbt.log; with --log-format-file json every line is one JSON event.
 JSON_LOG_FILE: Final = f"{LOG_PATH}/dbt.log"
+# Where a try that resumes an earlier one finds that try's run_results (`dbt retry --state`).
+STATE_DIR: Final = f"{ARTIFACTS_DIR}/state"
+
+# kubedbt-launch, the dbt container's PID 1, turns the pod's SIGTERM into the SIGINT dbt stops on
+# (images/launcher). An init container copies it from kubedbt's image into its own emptyDir.
+LAUNCHER_DIR: Final = "/kubedbt-launcher"
+LAUNCHER: Final = f"{LAUNCHER_DIR}/kubedbt-launch"
+# What the launcher leaves for the results uploader when the pod was stopped: when and how dbt
+# was interrupted, and the nodes the command had selected (`dbt ls`, run once dbt has exited).
+STOP_MARKER_FILE: Final = f"{ARTIFACTS_DIR}/kubedbt-stop.json"
+SELECTED_FILE: Final = f"{ARTIFACTS_DIR}/kubedbt-selected.jsonl"
+LIST_LOG_PATH: Final = f"{LOG_PATH}/after-interrupt"
+# The resource types each resumable command runs, so `dbt ls` selects what the command would.
+RESOURCE_TYPES: Final[dict[str, tuple[str, ...]]] = {
+    "build": ("model", "seed", "snapshot", "test", "unit_test", "function"),
+    "run": ("model",),
+    "test": ("test", "unit_test"),
+    "seed": ("seed",),
+    "snapshot": ("snapshot",),
+    "compile": ("model", "seed", "snapshot", "test", "unit_test", "analysis"),
+}
 
 # Flags kubedbt sets itself or that have a parameter of their own.
 MANAGED_FLAGS: Final[dict[str, str]] = {
@@ -126,6 +147,51 @@ def dbt_args(spec: DbtRunSpec) -> list[str]:
         args.append(spec.macro)
         if spec.macro_args:
             args += ["--args", render_vars(spec.macro_args)]
+    args += _selection_args(spec)
+    if spec.full_refresh:
+        args.append("--full-refresh")
+    if spec.fail_fast:
+        args.append("--fail-fast")
+    if spec.threads is not None:
+        args += ["--threads", str(spec.threads)]
+    args += _project_args(spec)
+    args += list(spec.dbt_flags)
+    args += ["--target-path", TARGET_PATH, "--log-path", LOG_PATH, "--log-format-file", "json"]
+    return args
+
+
+def list_args(spec: DbtRunSpec) -> list[str] | None:
+    """`dbt ls` arguments that print the unique ids the command selects, one JSON line each.
+
+    Run by the launcher after an interrupted dbt has exited, so the results uploader can record the
+    nodes dbt never reached as skipped and `dbt retry` reruns them. Same selection, vars and
+    profile as the command, restricted to the resource types it runs. None for the commands
+    `dbt retry` cannot resume (and for `retry` itself: its selection is the state it restored).
+    """
+    types = RESOURCE_TYPES.get(spec.command)
+    if types is None:
+        return None
+    args = ["ls", *_selection_args(spec), *_project_args(spec)]
+    for resource_type in types:
+        args += ["--resource-type", resource_type]
+    indirect = _flag_value(spec.dbt_flags, "--indirect-selection")
+    if indirect is not None:
+        args += ["--indirect-selection", indirect]
+    args += ["--output", "json", "--output-keys", "unique_id", "--quiet"]
+    return [*args, "--target-path", TARGET_PATH, "--log-path", LIST_LOG_PATH]
+
+
+def _flag_value(flags: tuple[str, ...], name: str) -> str | None:
+    for i, flag in enumerate(flags):
+        if flag == name and i + 1 < len(flags):
+            return flags[i + 1]
+        if flag.startswith(name + "="):
+            return flag.partition("=")[2]
+    return None
+
+
+def _selection_args(spec: DbtRunSpec) -> list[str]:
+    args: list[str] = []
     if spec.select:
         args += ["--select", *spec.select]
     if spec.exclude:
@@ -134,12 +200,11 @@ def dbt_args(spec: DbtRunSpec) -> list[str]:
         args += ["--selector", spec.selector]
     if spec.vars:
         args += ["--vars", render_vars(spec.vars)]
-    if spec.full_refresh:
-        args.append("--full-refresh")
-    if spec.fail_fast:
-        args.append("--fail-fast")
-    if spec.threads is not None:
-        args += ["--threads", str(spec.threads)]
+    return args
+
+
+def _project_args(spec: DbtRunSpec) -> list[str]:
+    args: list[str] = []
     if spec.target is not None:
         args += ["--target", spec.target]
     if spec.profile is not None:
@@ -150,11 +215,9 @@ def dbt_args(spec: DbtRunSpec) -> list[str]:
         args += ["--profiles-dir", spec.profiles_dir]
     if spec.state is not None:
         args += ["--state", spec.state]
-    args += list(spec.dbt_flags)
-    args += ["--target-path", TARGET_PATH, "--log-path", LOG_PATH, "--log-format-file", "json"]
     return args
 
 
 def command_line(spec: DbtRunSpec) -> str:
     """The command as a person would paste it into a shell, for annotations and logs."""
-    return shlex.join(["dbt", *dbt_args(spec)])
+    return shlex.join([*spec.cmds, *dbt_args(spec)])

@@ -25,11 +25,13 @@ APP_NAME = "kubedbt"
 COMPONENT = "dbt-run"
 MAX_NAME = 63
 RESULTS_SUFFIX = "-results"
-# The containers of a run's pod: the user's dbt, kubedbt's results uploader (a native sidecar) and,
-# on a try that resumes an earlier one, the init container that restores its run_results.
+# The containers of a run's pod: the user's dbt, kubedbt's results uploader (a native sidecar), the
+# init container that installs the launcher dbt runs under and, on a try that resumes an earlier
+# one, the init container that restores its run_results.
 DBT_CONTAINER = "dbt"
 SIDECAR_CONTAINER = "results-uploader"
 RESTORE_CONTAINER = "restore-state"
+LAUNCHER_CONTAINER = "install-launcher"
 # Job names stay short enough that "<job>-results" is itself a valid DNS label.
 MAX_JOB_NAME = MAX_NAME - len(RESULTS_SUFFIX)
 _HASH_CHARS = 10
@@ -184,6 +186,11 @@ DAG_RUN_KEY_ANNOTATION = LABEL_PREFIX + "dag-run-key"
 STARTUP_TIMEOUT_ANNOTATION = LABEL_PREFIX + "startup-timeout"
 EXECUTION_TIMEOUT_ANNOTATION = LABEL_PREFIX + "execution-timeout"
 RESULTS_TIMEOUT_ANNOTATION = LABEL_PREFIX + "results-timeout"
+# Set on the Job when kubedbt stops a run (task killed, execution_timeout): why, and when. The stop
+# itself is an activeDeadlineSeconds the Job has already passed, so the Job controller deletes the
+# pod (dbt gets SIGINT through the launcher) and no replacement is ever started.
+STOP_REASON_ANNOTATION = LABEL_PREFIX + "stop-reason"
+STOP_REQUESTED_ANNOTATION = LABEL_PREFIX + "stop-requested-at"
 
 
 def dag_run_key(start_date: str | None, clear_number: int | None) -> str:

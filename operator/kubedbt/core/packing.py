@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from kubedbt.core.errors import shorten
+from kubedbt.core.interruption import Completion
 from kubedbt.core.results import (
     CONFIGMAP_LIMIT,
     LOG_DIGEST_KEY,
@@ -131,12 +132,14 @@ class _Levels:
 
 
 def _stream(
-    artifact: _Artifact, members: Members, ceiling: int
+    artifact: _Artifact, members: Members, ceiling: int, completion: Completion | None = None
 ) -> tuple[list[bytes | None], Tally]:
     """Compress a document at every level in one pass over it, and tally its summary."""
     reductions = [reduce for _, reduce in artifact.reductions]
     levels = _Levels(len(reductions) + 1, ceiling)
     tally = Tally(of_sources=artifact.key == SOURCES_KEY)
+    if completion is not None:
+        members = completion.members(members)
     separator = "{"
     for key, value in members:
         tally.member(key, value)
@@ -158,6 +161,8 @@ def _stream(
                     written[level] = True
         levels.write_all("]")
     levels.write_all("}" if separator == "," else "{}")
+    if completion is not None:
+        tally.interruption = completion.summary()
     return levels.finish(), tally
 
 
@@ -167,18 +172,22 @@ def pack_members(
     *,
     kind: ArtifactKind = "run_results",
     limit: int = CONFIGMAP_LIMIT,
+    completion: Completion | None = None,
 ) -> tuple[dict[str, str], dict[str, str], UploadStatus]:
     """The ConfigMap's (data, binaryData, upload status), within `limit` bytes of payload.
 
     The artifact (run_results or sources) is read once, as a stream: memory holds one result at a
-    time and the compressed levels still within the budget, never the whole file.
+    time and the compressed levels still within the budget, never the whole file. `completion`
+    adds the results of the nodes an interrupted dbt left unfinished (run_results only).
     """
     budget = limit - METADATA_RESERVE
     digest_json = json.dumps(log_events)
     if members is None:
         return {LOG_DIGEST_KEY: digest_json}, {}, "no-results"
     artifact = _ARTIFACTS[kind]
-    levels, tally = _stream(artifact, members, budget)
+    levels, tally = _stream(
+        artifact, members, budget, completion if kind == "run_results" else None
+    )
     # Past the last level the artifact is left out: the summary and the digest always fit.
     for level, blob in enumerate([*levels, b""]):
         data = {SUMMARY_KEY: json.dumps(tally.summary(artifact.dropped(level)))}

@@ -15,6 +15,12 @@ restart, a rolling deploy, a trigger handed to another triggerer):
   healthy run sees dbt running and keeps waiting.
 - The Job's own conditions are authoritative for the end. Once it has ended, the results upload
   is waited for (bounded by results_timeout after the Job's end) and nothing else.
+
+The execution timeout does not end the run by itself: the decision asks the watch to stop it
+(Decision.stop), which kubedbt does the way dbt wants to be stopped (RunClient.stop_run: the pod's
+SIGTERM reaches dbt as SIGINT, it cancels its queries and writes run_results), and the run then
+ends as the Job does, with what dbt finished uploaded. Only a run still going the pod's grace
+period plus results_timeout after the stop was requested (as recorded on the Job) ends here.
 """
 
 from __future__ import annotations
@@ -46,15 +52,21 @@ Ending = Literal[
 
 @dataclass(frozen=True)
 class Decision:
-    """Whether the run is over (and how), and when to decide again if nothing is observed."""
+    """Whether the run is over (and how), and when to decide again if nothing is observed.
+
+    stop: the execution timeout has come; the watch stops the run and goes on watching it end.
+    """
 
     ending: Ending | None
     wake_at: float | None = None
+    stop: bool = False
 
 
 WAIT: Final = Decision(None)
 DEFAULT_STARTUP_TIMEOUT: Final = 300.0
 DEFAULT_RESULTS_TIMEOUT: Final = 60.0
+# Kubernetes' default terminationGracePeriodSeconds, for a Job whose template does not set one.
+DEFAULT_GRACE: Final = 30.0
 _TIMED_OUT: Final[dict[Ending, TimedOut]] = {
     "startup": "startup",
     "execution": "execution",
@@ -81,6 +93,8 @@ class RunProgress:
     upload_status: str | None = None  # None: no results ConfigMap seen
     listed_kinds: set[Kind] = field(default_factory=set)
     job_deleted: bool = False
+    # When this watch asked for the stop, until the Job's annotation that records it is seen.
+    stop_sent_at: float | None = None
 
     @classmethod
     def for_job(cls, job: Mapping[str, Any]) -> RunProgress:
@@ -162,12 +176,30 @@ class RunProgress:
         known = [t for t in created if t is not None]
         return max(known) + self.startup_timeout if known else None
 
-    def deadlines(self) -> list[tuple[float, Ending]]:
-        """Every deadline that applies to the run as observed, with the ending it brings."""
-        found: list[tuple[float, Ending]] = []
+    def stop_requested_at(self) -> float | None:
+        """When the run was asked to stop (by this watch or anyone: the Job records it)."""
+        annotations = ((self.job or {}).get("metadata") or {}).get("annotations") or {}
+        recorded = _parse(annotations.get(naming.STOP_REQUESTED_ANNOTATION))
+        return recorded if recorded is not None else self.stop_sent_at
+
+    def grace_period(self) -> float:
+        """The pod's terminationGracePeriodSeconds, as the Job's template sets it."""
+        template = (((self.job or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
+        grace = template.get("terminationGracePeriodSeconds")
+        return float(grace) if isinstance(grace, (int, float)) else DEFAULT_GRACE
+
+    def deadlines(self) -> list[tuple[float, Ending | None]]:
+        """Every deadline that applies to the run as observed, with the ending it brings.
+
+        None: the execution timeout, which brings a stop rather than an ending.
+        """
+        found: list[tuple[float, Ending | None]] = []
         created = timestamp(self.job, "creationTimestamp") if self.job else None
-        if self.execution_timeout is not None and created is not None:
-            found.append((created + self.execution_timeout, "execution"))
+        stopped = self.stop_requested_at()
+        if stopped is not None:
+            found.append((stopped + self.grace_period() + self.results_timeout, "execution"))
+        elif self.execution_timeout is not None and created is not None:
+            found.append((created + self.execution_timeout, None))
         suspended = condition_since(self.job, "Suspended")
         if suspended is not None:
             found.append((suspended + self.startup_timeout, "suspended"))
@@ -196,8 +228,10 @@ class RunProgress:
         deadlines = self.deadlines()
         if not deadlines:
             return WAIT
-        due, which = min(deadlines)
-        return Decision(which) if now >= due else Decision(None, wake_at=due)
+        due, which = min(deadlines, key=lambda deadline: deadline[0])
+        if now < due:
+            return Decision(None, wake_at=due)
+        return Decision(which) if which is not None else Decision(None, stop=True)
 
     def evidence(
         self,

@@ -1,9 +1,13 @@
 """Rendering the Job and the results ConfigMap of one dbt run, as plain dicts.
 
 The pod has two containers that share an emptyDir mounted at /kubedbt:
-- `dbt` runs the user's image with `dbt <command> ...` as an argument list. Its target and log
-  directories are on the emptyDir, so concurrent runs of one project never share artifacts, and
-  its log file is JSON (the evidence the classifier reads) while stdout stays readable text.
+- `dbt` runs the user's image with `dbt <command> ...` as an argument list, under kubedbt-launch
+  (installed into its own emptyDir by the `install-launcher` init container from kubedbt's image).
+  The launcher is PID 1: when the pod is asked to stop (deletion, eviction, activeDeadlineSeconds,
+  kubedbt's own stop) it passes the kubelet's SIGTERM on as the SIGINT dbt stops on, so dbt
+  cancels its warehouse queries and writes run_results within the grace period. dbt's target and
+  log directories are on the shared emptyDir, so concurrent runs of one project never share
+  artifacts, and its log file is JSON (the evidence the classifier reads).
 - `results-uploader`, a native sidecar (an init container with restartPolicy Always), waits for
   the kubelet to stop it once dbt has exited, then writes run_results.json and a digest of the JSON
   log into the ConfigMap. Only the sidecar gets a service account token.
@@ -14,30 +18,58 @@ The podFailurePolicy follows dbt's exit codes (https://docs.getdbt.com/reference
   same pod again changes nothing, so the Job fails at once (FailJob); Airflow decides on retries.
 - 2: dbt could not run at all (parse, profile, target or project error), no run_results.json.
   Deterministic as well: FailJob.
-- any other code (137 for OOMKilled, 143 for SIGTERM) counts against backoffLimit, which is 0 by
-  default: Airflow owns retries and its classifier tells which are worth one.
-Pods lost to a disruption (eviction, preemption, node drain: the DisruptionTarget condition) are
-ignored by the count and replaced, since nothing about the run itself failed.
+- 130: the launcher interrupted dbt because the pod was stopped. FailJob: the results of what ran
+  are uploaded, and a new try resumes from them (`dbt retry`) rather than a new pod starting over.
+- any other code (137 for OOMKilled) counts against backoffLimit, which is 0 by default: Airflow
+  owns retries and its classifier tells which are worth one.
+A pod lost to a disruption (eviction, preemption, node drain: the DisruptionTarget condition) fails
+the Job as well: dbt was interrupted and uploaded what it finished, so Airflow's next try resumes
+from those results instead of the Job starting the whole command again in a new pod.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from collections.abc import Mapping
 from typing import Any, Final
 
 from kubedbt.core import naming
-from kubedbt.core.command import ARTIFACTS_DIR, JSON_LOG_FILE, TARGET_PATH, command_line, dbt_args
+from kubedbt.core.command import (
+    ARTIFACTS_DIR,
+    JSON_LOG_FILE,
+    LAUNCHER,
+    LAUNCHER_DIR,
+    SELECTED_FILE,
+    STATE_DIR,
+    STOP_MARKER_FILE,
+    TARGET_PATH,
+    command_line,
+    dbt_args,
+    list_args,
+)
 from kubedbt.core.manifests import ConfigMapManifest, JobManifest, OwnerReference
-from kubedbt.core.naming import DBT_CONTAINER, RESTORE_CONTAINER, SIDECAR_CONTAINER, RunIdentity
+from kubedbt.core.naming import (
+    DBT_CONTAINER,
+    LAUNCHER_CONTAINER,
+    RESTORE_CONTAINER,
+    SIDECAR_CONTAINER,
+    RunIdentity,
+)
 from kubedbt.core.podtemplate import merge_pod_template
 from kubedbt.core.results import RUN_RESULTS_KEY
 from kubedbt.core.spec import DbtRunSpec
-from kubedbt.core.validate_pod import ARTIFACTS_VOLUME, PREVIOUS_VOLUME, TOKEN_VOLUME
+from kubedbt.core.validate_pod import (
+    ARTIFACTS_VOLUME,
+    LAUNCHER_VOLUME,
+    PREVIOUS_VOLUME,
+    TOKEN_VOLUME,
+)
 
 PREVIOUS_DIR: Final = "/kubedbt-previous"
-STATE_DIR: Final = f"{ARTIFACTS_DIR}/state"
+# Where kubedbt's image carries the launcher that install-launcher copies for the dbt container.
+LAUNCHER_IN_IMAGE: Final = "/usr/local/bin/kubedbt-launch"
 TOKEN_DIR: Final = "/var/run/secrets/kubernetes.io/serviceaccount"
 DEFAULT_UID: Final = 1000
 
@@ -45,8 +77,13 @@ ANNOTATION_COMMAND: Final = naming.LABEL_PREFIX + "dbt-command"
 ANNOTATION_RESULTS: Final = naming.LABEL_PREFIX + "results-configmap"
 ANNOTATION_UPLOAD_STATUS: Final = naming.LABEL_PREFIX + "upload-status"
 
+# The launcher's exit code when it interrupted dbt because the pod was stopped (128 + SIGINT).
+INTERRUPTED_EXIT_CODE: Final = 130
 # Exit codes of the dbt container that no in-cluster retry can fix (see the module docstring).
-TERMINAL_DBT_EXIT_CODES: Final = (1, 2)
+TERMINAL_DBT_EXIT_CODES: Final = (1, 2, INTERRUPTED_EXIT_CODE)
+# Seconds the launcher gives `dbt ls` (listing what an interrupted dbt never reached) out of the
+# grace period; the rest is the uploader's.
+LIST_SHARE: Final = 0.5
 
 # Environment defaults for dbt; the DAG's env_vars override them. Colours would litter kubectl logs
 # and usage tracking would reach for the internet from inside the cluster.
@@ -157,7 +194,7 @@ def _pod_failure_policy() -> dict[str, Any]:
     return {
         "rules": [
             {
-                "action": "Ignore",
+                "action": "FailJob",
                 "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
             },
             {
@@ -181,10 +218,11 @@ def _pod_spec(spec: DbtRunSpec, identity: RunIdentity, state_from: str | None) -
         "shareProcessNamespace": False,
         "terminationGracePeriodSeconds": spec.termination_grace_period,
         "securityContext": {**copy.deepcopy(_POD_SECURITY), **spec.security_context},
-        "initContainers": [_sidecar_container(spec, identity)],
+        "initContainers": [_launcher_container(spec), _sidecar_container(spec, identity)],
         "containers": [_dbt_container(spec)],
         "volumes": [
             {"name": ARTIFACTS_VOLUME, "emptyDir": {}},
+            {"name": LAUNCHER_VOLUME, "emptyDir": {"sizeLimit": "16Mi"}},
             _token_volume(),
             *spec.volumes,
         ],
@@ -199,7 +237,7 @@ def _pod_spec(spec: DbtRunSpec, identity: RunIdentity, state_from: str | None) -
     }
     pod.update({key: value for key, value in optional.items() if value})
     if state_from is not None:
-        pod["initContainers"].insert(0, _restore_state_container(spec))
+        pod["initContainers"].insert(1, _restore_state_container(spec))
         pod["volumes"].append(
             {
                 "name": PREVIOUS_VOLUME,
@@ -265,17 +303,53 @@ def _kubedbt_container(
     return container
 
 
+def _launcher_container(spec: DbtRunSpec) -> dict[str, Any]:
+    """Copies kubedbt-launch from kubedbt's image into the volume the dbt container runs it from."""
+    container = _kubedbt_container(
+        spec,
+        LAUNCHER_CONTAINER,
+        ["install", LAUNCHER],
+        [{"name": LAUNCHER_VOLUME, "mountPath": LAUNCHER_DIR}],
+    )
+    container["command"] = [LAUNCHER_IN_IMAGE]
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    return container
+
+
+def launcher_args(spec: DbtRunSpec) -> list[str]:
+    """The dbt container's arguments: kubedbt-launch's options, then `cmds` and dbt's arguments.
+
+    When the pod is stopped, the launcher interrupts dbt, records when in STOP_MARKER_FILE and,
+    once dbt has exited, lists what the command selected into SELECTED_FILE (for the commands
+    `dbt retry` can resume), within half the grace period.
+    """
+    args = ["run", "--marker", STOP_MARKER_FILE]
+    listing = list_args(spec)
+    if listing is not None:
+        timeout = max(1, int(spec.termination_grace_period * LIST_SHARE))
+        args += [
+            "--after-interrupt",
+            json.dumps([*spec.cmds, *listing]),
+            "--after-interrupt-output",
+            SELECTED_FILE,
+            "--after-interrupt-timeout",
+            str(timeout),
+        ]
+    return [*args, "--", *spec.cmds, *dbt_args(spec)]
+
+
 def _dbt_container(spec: DbtRunSpec) -> dict[str, Any]:
     user_env = {entry["name"] for entry in spec.env_vars}
     env = [{"name": k, "value": v} for k, v in DBT_ENV_DEFAULTS.items() if k not in user_env]
     container: dict[str, Any] = {
         "name": DBT_CONTAINER,
         "image": spec.image,
-        "command": ["dbt"],
-        "args": dbt_args(spec),
+        "command": [LAUNCHER],
+        "args": launcher_args(spec),
         "env": env + list(spec.env_vars),
         "volumeMounts": [
             {"name": ARTIFACTS_VOLUME, "mountPath": ARTIFACTS_DIR},
+            {"name": LAUNCHER_VOLUME, "mountPath": LAUNCHER_DIR, "readOnly": True},
             *spec.volume_mounts,
         ],
         "securityContext": {

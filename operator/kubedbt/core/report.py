@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from kubedbt.core.interruption import describe
 from kubedbt.core.results import Summary, freshness_message
 
 
 def summary_lines(summary: Summary) -> list[str]:
-    """Counts by status, failed nodes with their messages and the slowest nodes."""
+    """Counts by status, what an interruption left unfinished, failed nodes, the slowest nodes."""
     counts = ", ".join(f"{count} {status}" for status, count in summary["counts"].items())
     elapsed = summary["elapsed_time"]
     took = f" in {elapsed:.1f}s" if elapsed is not None else ""
     command = f"dbt {summary['command']}" if summary["command"] else "dbt"
-    lines = [f"{command} finished{took}: {summary['nodes']} nodes ({counts or 'none'})"]
+    interruption = summary.get("interruption")
+    ended = "was interrupted" if interruption else "finished"
+    lines = [f"{command} {ended}{took}: {summary['nodes']} nodes ({counts or 'none'})"]
+    if interruption:
+        lines.append(f"Interrupted: {describe(interruption)}")
+        lines += [
+            f"  cancelled while running: {unique_id}" for unique_id in interruption["cancelled"]
+        ]
     if summary["failures"]:
         lines.append("Failed nodes:")
         for failure in summary["failures"]:

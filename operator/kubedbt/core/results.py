@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypedDict, TypeVar
 
 from kubedbt.core.errors import shorten
+from kubedbt.core.interruption import Interruption
 from kubedbt.core.unpacking import (
     UnreadableError,
     check_packed_size,
@@ -108,6 +109,8 @@ class Summary(TypedDict):
     freshness: list[SourceFreshness]
     freshness_omitted: int
     dropped: list[str]
+    # Set when the pod was stopped and the launcher interrupted dbt (kubedbt.core.interruption).
+    interruption: Interruption | None
 
 
 class LogEvent(TypedDict):
@@ -191,6 +194,7 @@ class Tally:
         self.freshness: list[SourceFreshness] = []
         self.stale = 0
         self.slowest: list[NodeTiming] = []
+        self.interruption: Interruption | None = None
 
     def member(self, key: str, value: Any) -> None:
         """A top-level member of the artifact other than its results."""
@@ -246,6 +250,7 @@ class Tally:
             "freshness": self.freshness,
             "freshness_omitted": self.stale - len(self.freshness),
             "dropped": dropped,
+            "interruption": self.interruption,
         }
 
 
@@ -354,8 +359,8 @@ def _data_json(text: Any, key: str) -> Any:
 def _summary(text: Any, key: str) -> Summary:
     value = _data_json(text, key)
     if isinstance(value, dict):
-        # Sidecars older than source freshness support wrote neither key; readers take the defaults.
-        value = {"freshness": [], "freshness_omitted": 0, **value}
+        # Older sidecars wrote none of these keys; readers take the defaults.
+        value = {"freshness": [], "freshness_omitted": 0, "interruption": None, **value}
     problem = type_error(value, Summary)
     if problem is not None:
         raise UnreadableError(f"{key} is not a run summary: {problem}")

@@ -78,6 +78,10 @@ class DbtRunSpec:
     # --- pod ---
     image: str
     """The dbt image: dbt, its adapters and the project."""
+    cmds: tuple[str, ...] = ("dbt",)
+    """The command the dbt arguments are given to: ["dbt"], or a wrapper that ends by running dbt
+    (["secrets-agent", "exec", "--", "dbt"]). It runs under kubedbt's launcher, which turns the
+    pod's SIGTERM into the SIGINT dbt stops on; a wrapper should exec dbt or pass SIGINT on."""
     image_pull_policy: str | None = None
     """Always, IfNotPresent or Never; Kubernetes' default when unset."""
     image_pull_secrets: tuple[str, ...] = ()
@@ -128,7 +132,9 @@ class DbtRunSpec:
     ttl_seconds_after_finished: int = 86400
     """Seconds a finished Job (and its results ConfigMap) is kept; long enough for the next try."""
     termination_grace_period: int = 60
-    """Seconds the pod gets to stop; the sidecar uploads results within it."""
+    """Seconds the pod gets to stop. When it is stopped (task killed, execution_timeout, deadline,
+    eviction) dbt gets SIGINT at once and has this long to cancel its queries and write its
+    results, which the sidecar uploads within it; past it everything is SIGKILLed."""
 
     def __post_init__(self) -> None:
         for name, value in _checked(self).items():
@@ -175,6 +181,7 @@ def _checked(spec: DbtRunSpec) -> dict[str, Any]:
         "macro_args": yaml_mapping("macro_args", spec.macro_args),
         "dbt_flags": dbt_flags("dbt_flags", spec.dbt_flags),
         "image": pod.image("image", spec.image),
+        "cmds": _cmds("cmds", spec.cmds),
         "image_pull_policy": None
         if spec.image_pull_policy is None
         else v.one_of("image_pull_policy", spec.image_pull_policy, IMAGE_PULL_POLICIES),
@@ -291,6 +298,13 @@ def _plain_data(parameter: str, value: object) -> None:
         f"a {type(value).__name__} cannot be passed to dbt; use strings, numbers, booleans, lists "
         "and mappings (format dates yourself, for example with a template)",
     )
+
+
+def _cmds(parameter: str, value: object) -> tuple[str, ...]:
+    cmds = validate.string_list(parameter, value)
+    if not cmds:
+        raise InvalidSpecError(parameter, "needs at least the program to run, e.g. ['dbt']")
+    return cmds
 
 
 def dbt_flags(parameter: str, value: object) -> tuple[str, ...]:

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
+from kubedbt.core.interruption import RERUN_BY_DBT_RETRY
 from kubedbt.core.naming import (
     DAG_RUN_KEY_ANNOTATION,
     TRY_NUMBER_ANNOTATION,
@@ -138,23 +139,24 @@ def resumable(
     return [configmap for _, configmap in sorted(found, key=lambda f: f[0], reverse=True)]
 
 
-# The statuses `dbt retry` reruns (dbt's own RETRYABLE_STATUSES, in dbt/task/retry.py).
-RERUN_BY_DBT_RETRY: Final = frozenset(
-    {"error", "fail", "skipped", "runtime error", "partial success"}
-)
-
-
-def why_not_resume(run_results: Mapping[str, Any] | None) -> str | None:
+def why_not_resume(
+    run_results: Mapping[str, Any] | None, summary: Mapping[str, Any] | None = None
+) -> str | None:
     """Why an earlier try's run_results cannot be resumed by `dbt retry`; None when they can.
 
     dbt retry reruns the nodes the file records as errored, failed or skipped. A file that records
     no node at all (dbt stopped before the first one, or the packer had to leave the results out)
     makes it exit 2 ("Could not find previous run"); one whose nodes all succeeded (the failure was
     elsewhere, an on-run-end hook say) makes it exit 0 without running anything, and the task
-    would succeed. Either way the full command is what the try must run.
+    would succeed. Either way the full command is what the try must run. So it must when the try
+    was interrupted and the nodes it never reached are unknown (its summary says so): dbt retry
+    would leave them out.
     """
     if run_results is None:
         return "it left no run_results"
+    interruption = (summary or {}).get("interruption") or {}
+    if interruption and not interruption.get("selection_known"):
+        return "it was interrupted and the nodes it never reached are unknown"
     results = run_results.get("results") or []
     if not results:
         return "its run_results record no node that ran"

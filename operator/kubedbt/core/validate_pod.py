@@ -20,19 +20,27 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from kubedbt.core import validate
+from kubedbt.core.command import ARTIFACTS_DIR, LAUNCHER_DIR
 from kubedbt.core.errors import InvalidSpecError
-from kubedbt.core.naming import DBT_CONTAINER, RESTORE_CONTAINER, SIDECAR_CONTAINER
+from kubedbt.core.naming import (
+    DBT_CONTAINER,
+    LAUNCHER_CONTAINER,
+    RESTORE_CONTAINER,
+    SIDECAR_CONTAINER,
+)
 
 # kubedbt's own volumes, each with why no other volume may take its name and no other container may
 # mount it. render.py names its volumes from here, so the checks and the Job cannot drift apart.
 ARTIFACTS_VOLUME: Final = "kubedbt-artifacts"
 TOKEN_VOLUME: Final = "kubedbt-sa-token"
 PREVIOUS_VOLUME: Final = "kubedbt-previous-results"
+LAUNCHER_VOLUME: Final = "kubedbt-launcher"
 RESERVED_VOLUMES: Final[Mapping[str, str]] = MappingProxyType(
     {
         ARTIFACTS_VOLUME: "it holds dbt's artifacts, which the results uploader reports from",
         TOKEN_VOLUME: "it holds the results uploader's token",
         PREVIOUS_VOLUME: "it holds the previous try's results, which restore-state unpacks",
+        LAUNCHER_VOLUME: "it holds the launcher that passes the pod's stop signal on to dbt",
     }
 )
 # kubedbt's own containers besides dbt, whose fields only kubedbt sets.
@@ -40,10 +48,11 @@ RESERVED_CONTAINERS: Final[Mapping[str, str]] = MappingProxyType(
     {
         SIDECAR_CONTAINER: "it uploads the results with the pod's service account token",
         RESTORE_CONTAINER: "it restores the previous try's results before dbt starts",
+        LAUNCHER_CONTAINER: "it installs the launcher dbt runs under",
     }
 )
-# The mount path of the artifacts emptyDir in the dbt container.
-RESERVED_MOUNT: Final = "/kubedbt"
+# The mount paths of kubedbt's volumes in the dbt container: the artifacts and the launcher.
+RESERVED_MOUNTS: Final = (ARTIFACTS_DIR, LAUNCHER_DIR)
 # Pod settings that let the dbt container read other containers' files through /proc.
 _PROCESS_SHARING: Final = ("shareProcessNamespace", "hostPID")
 _CONTAINER_LISTS: Final = ("containers", "initContainers")
@@ -299,10 +308,11 @@ def _not_reserved_volume(parameter: str, name: str, advice: str) -> None:
 
 
 def _clear_of_artifacts(where: str, mount: dict[str, Any]) -> None:
-    """A dbt mount at or under /kubedbt would hide the artifacts the uploader reads."""
+    """Whether a dbt mount hides kubedbt's: the artifacts (/kubedbt) or the launcher."""
     path = validate.absolute_path(f"{where}.mountPath", mount.get("mountPath"))
-    if path.rstrip("/") == RESERVED_MOUNT or path.startswith(RESERVED_MOUNT + "/"):
-        raise InvalidSpecError(f"{where}.mountPath", f"{RESERVED_MOUNT} is kubedbt's own")
+    for reserved in RESERVED_MOUNTS:
+        if path.rstrip("/") == reserved or path.startswith(reserved + "/"):
+            raise InvalidSpecError(f"{where}.mountPath", f"{reserved} is kubedbt's own")
 
 
 # The audiences API servers accept by default: their issuer (https://kubernetes.default.svc and

@@ -205,6 +205,38 @@ class RunClient:
             raise _api_error(f"deleting Job {namespace}/{name}", e) from None
         return True
 
+    async def stop_run(self, name: str, namespace: str, reason: str, at: str) -> bool:
+        """Stop a run the way dbt wants to be stopped, keeping its Job and results; False if gone.
+
+        One patch: the reason and time as annotations, and an activeDeadlineSeconds the Job has
+        already passed. The Job controller then deletes the pod with its grace period (the
+        launcher passes SIGTERM on to dbt as SIGINT, dbt cancels its queries and writes
+        run_results, the sidecar uploads them) and marks the Job failed, so no new pod starts
+        and the Job's TTL applies. The next try finds the results and resumes from them.
+        """
+        body = {
+            "metadata": {
+                "annotations": {
+                    naming.STOP_REASON_ANNOTATION: reason,
+                    naming.STOP_REQUESTED_ANNOTATION: at,
+                }
+            },
+            "spec": {"activeDeadlineSeconds": 1},
+        }
+        try:
+            await self.call(
+                self.batch.patch_namespaced_job,
+                name,
+                namespace,
+                body,
+                _content_type="application/merge-patch+json",
+            )
+        except client.ApiException as e:
+            if e.status == 404:
+                return False
+            raise _api_error(f"stopping Job {namespace}/{name}", e) from None
+        return True
+
     async def wait_gone(self, job_name: str, namespace: str, timeout: float) -> bool:
         """Wait until a Job and every pod of it are gone; False when `timeout` passes first.
 

@@ -142,7 +142,7 @@ async def _resume_from(
     for configmap in resumable(identity, configmaps):
         name = str(configmap["metadata"]["name"])
         decoded = results.decode(configmap)
-        why_not = why_not_resume(decoded.run_results)
+        why_not = why_not_resume(decoded.run_results, decoded.summary)
         if why_not is None:
             log.info("retrying the nodes an earlier try did not finish (dbt retry on %s)", name)
             return name

@@ -24,6 +24,13 @@ from typing import Any
 
 from kubedbt.core import packing, results
 from kubedbt.core.errors import shorten
+from kubedbt.core.interruption import (
+    Completion,
+    listed_nodes,
+    parse_marker,
+    rerun_by_retry,
+    started_nodes,
+)
 from kubedbt.core.json_stream import json_members
 from kubedbt.io.api_errors import describe
 from kubedbt.io.kube import RunClient
@@ -44,6 +51,10 @@ class UploadTarget:
     configmap: str
     target_path: Path
     log_file: Path
+    # Left by the launcher when the pod was stopped (kubedbt.core.interruption).
+    stop_marker: Path | None = None
+    selected_file: Path | None = None
+    state_run_results: Path | None = None
 
 
 def read_and_pack(
@@ -58,13 +69,50 @@ def read_and_pack(
     if target.log_file.exists():
         with target.log_file.open(encoding="utf-8", errors="replace") as lines:
             events = results.digest_log(lines)
+    completion = _completion(target)
     kinds: tuple[results.ArtifactKind, ...] = ("run_results", "sources")
     for kind in kinds:
         path = target.target_path / f"{kind}.json"
         if path.exists():
             with path.open(encoding="utf-8") as stream:
-                return packing.pack_members(json_members(stream), events, kind=kind, limit=limit)
+                return packing.pack_members(
+                    json_members(stream), events, kind=kind, limit=limit, completion=completion
+                )
     return packing.pack_members(None, events, limit=limit)
+
+
+def _completion(target: UploadTarget) -> Completion | None:
+    """How to complete an interrupted dbt's run_results, when the launcher says it interrupted it.
+
+    The selection comes from `dbt ls` (listed after dbt exited) or, for a `dbt retry`, from the
+    state it restored; each file is streamed, one line or one result at a time.
+    """
+    if target.stop_marker is None or not target.stop_marker.exists():
+        return None
+    marker = parse_marker(target.stop_marker.read_text(encoding="utf-8", errors="replace")[:4096])
+    if marker is None:
+        log.warning("%s is not the launcher's marker: results kept as written", target.stop_marker)
+        return None
+    started: list[str] = []
+    if target.log_file.exists():
+        with target.log_file.open(encoding="utf-8", errors="replace") as lines:
+            started = started_nodes(lines)
+    selected: list[str] | None = None
+    if target.selected_file is not None and target.selected_file.exists():
+        with target.selected_file.open(encoding="utf-8", errors="replace") as lines:
+            selected = listed_nodes(lines)
+    elif target.state_run_results is not None and target.state_run_results.exists():
+        with target.state_run_results.open(encoding="utf-8") as stream:
+            for key, value in json_members(stream):
+                if key == "results":
+                    selected = rerun_by_retry(results.results_of(value))
+    log.info(
+        "dbt was interrupted (%s): completing its run_results (%d started, %s selected)",
+        marker.signal,
+        len(started),
+        "unknown" if selected is None else len(selected),
+    )
+    return Completion(marker, started, selected)
 
 
 def patch_body(

@@ -10,12 +10,14 @@ The run is over when the Job reaches Complete or Failed and the sidecar has mark
 (or results_timeout has passed since). The pods are then read once more for their final state
 and the ConfigMap is read for the results. A few cases end earlier: an image that can never be
 pulled, a start stuck past startup_timeout, a Job suspended or a pod stuck terminating for as
-long, the execution timeout, and the Job being deleted.
+long, and the Job being deleted. At the execution timeout the watch stops the run (dbt is
+interrupted and uploads what it finished) and watches it end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -154,6 +156,10 @@ async def _until_done(
         decision = progress.decide(now)
         if decision.ending is not None:
             return decision.ending
+        if decision.stop:
+            await _stop(subscription.informer, run, now)
+            progress.stop_sent_at = now
+            continue
         wait = None if decision.wake_at is None else max(0.0, decision.wake_at - now)
         observation = await subscription.next(wait)
         if observation is None:
@@ -166,6 +172,19 @@ async def _until_done(
         progress.observe(kind, event_type, payload)
         if kind == "pod":
             logs.follow(progress.pods)
+
+
+async def _stop(informer: NamespaceInformer, run: RunRef, now: float) -> None:
+    """Stop the run at the execution timeout, so dbt reports what it finished before Airflow's."""
+    log.warning(
+        "the execution timeout is near: stopping %s/%s (dbt is interrupted, cancels its queries "
+        "and writes the results of what it finished)",
+        run.namespace,
+        run.job_name,
+    )
+    at = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat(timespec="seconds")
+    async with informer.lease() as client:
+        await client.stop_run(run.job_name, run.namespace, "execution-timeout", at)
 
 
 class _LogFollower:

@@ -1,6 +1,9 @@
 {%- if var('memory_hog') %}
 {{ config(pre_hook="set memory_limit = '1TB'") }}
 {%- endif %}
+{%- if var('warehouse_sleep_seconds') | int > 0 %}
+{{ config(pre_hook=warehouse_sleep_sql()) }}
+{%- endif %}
 {{ sleep_if_requested() }}
 
 with customers as (
