@@ -120,18 +120,6 @@ def unschedulable(run: Run) -> bool:
     return scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
 
 
-def replaced_after_disruption(run: Run) -> bool:
-    """The acted-on pod is gone and its replacement runs dbt."""
-    if run.acted_on is None or run.acted_on not in run.deleted:
-        return False
-    newest = run.newest_pod()
-    return (
-        newest is not None
-        and newest["metadata"]["name"] != run.acted_on
-        and ("running" in dbt_state(newest))
-    )
-
-
 def gone_and_job_decided(run: Run) -> bool:
     """The acted-on pod is gone, and the Job finished or replaced it."""
     if run.acted_on is None or run.acted_on not in run.deleted:
@@ -285,7 +273,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         dbt_waiting("CreateContainerConfigError"),
         120,
     ),
-    Scenario("evicted", SLOW, replaced_after_disruption, 300, action=evict),
+    Scenario("evicted", SLOW, gone_and_job_decided, 300, action=evict),
     Scenario(
         "deadline_exceeded",
         {**SLOW, "active_deadline_seconds": 15},

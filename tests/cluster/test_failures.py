@@ -289,25 +289,23 @@ def test_the_jobs_deadline_is_terminal(api_client: client.ApiClient, new_run: Ne
     assert _described(api_client, run)[0] == "deadline_exceeded"
 
 
-def test_an_eviction_whose_replacement_cannot_start_is_a_disruption(
+def test_an_eviction_fails_the_run_for_the_next_try_to_resume(
     api_client: client.ApiClient, new_run: NewRun
 ) -> None:
-    # The node is cordoned before the eviction, so the Job's replacement pod cannot schedule.
+    # No pod replaces the evicted one: dbt was interrupted and uploaded what it finished, so the
+    # next try resumes from it (tests/cluster/test_cancellation.py) instead of starting over.
     run = new_run(vars={"slow_seconds": 120}, startup_timeout=20)
     core = client.CoreV1Api(api_client)
 
-    def evict_from_cordoned_node() -> None:
+    def evict() -> None:
         pod = _pod_of(api_client, run)
-        node = core.read_namespaced_pod(pod, run.namespace).spec.node_name
-        core.patch_node(node, {"spec": {"unschedulable": True}})
         eviction = {"metadata": {"name": pod, "namespace": run.namespace}}
         core.create_namespaced_pod_eviction(pod, run.namespace, eviction)
 
-    try:
-        event = _while_dbt_runs(api_client, run, evict_from_cordoned_node)
-    finally:
-        for node in core.list_node().items:
-            core.patch_node(node.metadata.name, {"spec": {"unschedulable": False}})
+    event = _while_dbt_runs(api_client, run, evict)
     assert (event["kind"], event["retryable"]) == ("disrupted", True)
     assert "EvictionByEvictionAPI" in event["reason"]
-    assert "Unschedulable" in event["reason"]
+    pods = core.list_namespaced_pod(
+        run.namespace, label_selector=f"app.kubernetes.io/instance={run.job_name}"
+    ).items
+    assert len(pods) <= 1, "the Job must not start the command over in a new pod"

@@ -5,6 +5,7 @@ namespace and how long dbt runs come from the DAG run's conf. `slow_seconds` kee
 customers model for that long, so a run lasts as long as a test needs (minutes, longer than any
 client timeout). Jobs are kept after success so a test can check that the one it watched was never
 deleted or recreated; the grace period is short so that a deleted run's pod goes within seconds.
+The warehouse DAGs run against a real PostgreSQL, for the tests of stopping a run.
 """
 
 from __future__ import annotations
@@ -47,3 +48,28 @@ with _dag("kubedbt_fault_deferred"):
 
 with _dag("kubedbt_fault_sync"):
     DbtJobOperator(task_id="build", deferrable=False, **COMMON)
+
+# Against a real PostgreSQL warehouse (tests/warehouse.py), whose address and password the tests
+# put in the namespace's Secret "warehouse"; `warehouse_sleep_seconds` holds it with pg_sleep.
+WAREHOUSE = {
+    **COMMON,
+    "target": "postgres",
+    "vars": {"warehouse_sleep_seconds": "{{ dag_run.conf.get('warehouse_sleep_seconds', 0) }}"},
+    "env_from": [{"secretRef": {"name": "warehouse"}}],
+    "retries": 0,
+}
+
+with _dag("kubedbt_fault_warehouse_deferred"):
+    DbtJobOperator(task_id="build", deferrable=True, **WAREHOUSE)
+
+with _dag("kubedbt_fault_warehouse_sync"):
+    DbtJobOperator(task_id="build", deferrable=False, **WAREHOUSE)
+
+with _dag("kubedbt_fault_warehouse_timeout"):
+    # Stopped by kubedbt 70 - 15 (grace) - 10 = 45 s after its Job's creation.
+    DbtJobOperator(
+        task_id="build",
+        deferrable=True,
+        execution_timeout=datetime.timedelta(seconds=70),
+        **WAREHOUSE,
+    )
