@@ -259,9 +259,6 @@ def test_launcher_runs_jobs_and_their_results(launcher: client.ApiClient, releas
         lambda api, ns: client.CoreV1Api(api).list_namespaced_secret(ns),
         lambda api, ns: client.CoreV1Api(api).read_namespaced_secret("anything", ns),
         lambda api, ns: client.CoreV1Api(api).create_namespaced_pod(ns, bare_pod()),
-        lambda api, ns: client.BatchV1Api(api).patch_namespaced_job(
-            "anything", ns, {"spec": {"suspend": False}}
-        ),
         lambda api, ns: client.RbacAuthorizationV1Api(api).list_namespaced_role(ns),
         lambda api, ns: client.CoreV1Api(api).list_namespaced_config_map("default"),
         # What the launcher no longer holds: the sidecar writes results, the garbage collector
@@ -282,7 +279,6 @@ def test_launcher_runs_jobs_and_their_results(launcher: client.ApiClient, releas
         "list-secrets",
         "read-secret",
         "create-pod",
-        "patch-job",
         "list-roles",
         "other-namespace",
         "patch-configmap",
