@@ -30,9 +30,9 @@
 //     its process group (a wrapper such as `sh -c` may die of the SIGINT while dbt, its child, is
 //     still writing its results), SIGKILLs whatever is left, runs the --after-interrupt argv if
 //     one was given (its stdout becomes --after-interrupt-output only if it exits 0; its process
-//     group is killed after --after-interrupt-timeout), completes the marker with dbt's exit code
-//     and how long it took to stop, writes one line to /dev/termination-log, and exits 130 (0 if
-//     dbt still succeeded).
+//     group is killed --after-interrupt-timeout seconds after the stop signal, and it is skipped
+//     if that time has passed), completes the marker with dbt's exit code and how long it took to
+//     stop, writes one line to /dev/termination-log, and exits 130 (0 if dbt still succeeded).
 //
 // The launcher never exits while the child is alive, and every wait after the stop signal is
 // bounded, so the kubelet's SIGKILL at the end of the grace period remains the last word.
@@ -162,7 +162,7 @@ func parseRunArgs(args []string) (runOptions, error) {
 	fs.StringVar(&opts.marker, "marker", "", "JSON file written when a stop signal arrives")
 	fs.StringVar(&afterInterrupt, "after-interrupt", "", "JSON array: argv run after an interrupted run")
 	fs.StringVar(&opts.afterInterruptOutput, "after-interrupt-output", "", "file for its stdout")
-	fs.Float64Var(&opts.afterInterruptTimeout, "after-interrupt-timeout", 20, "seconds before it is killed")
+	fs.Float64Var(&opts.afterInterruptTimeout, "after-interrupt-timeout", 20, "seconds after the stop signal by which it must be done")
 	fs.Float64Var(&opts.groupWait, "group-wait", 10, "seconds to wait for the child's process group")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -517,7 +517,7 @@ func TestAfterInterruptKilledAtTimeout(t *testing.T) {
 	if took := time.Since(start); took < 400*time.Millisecond {
 		t.Errorf("launcher exited %v after the signal, before the 0.5s timeout", took)
 	}
-	if want := "still running after 0.5s: killing it"; !strings.Contains(p.stderr.String(), want) {
+	if want := "still running 0.5s after the stop signal: killing it"; !strings.Contains(p.stderr.String(), want) {
 		t.Errorf("stderr lacks %q:\n%s", want, p.stderr.String())
 	}
 	if fileExists(out) {

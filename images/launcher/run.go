@@ -211,13 +211,14 @@ func (s *supervisor) stopRequested(sig os.Signal) {
 		return
 	}
 	s.stop, s.stopAt = sig, time.Now()
+	// dbt first: every millisecond counts against the grace period; the marker can wait.
+	_ = syscall.Kill(-s.pgid, syscall.SIGINT)
+	logf("%s received: interrupting dbt (SIGINT to process group %d)", signalName(sig), s.pgid)
 	if s.opts.marker != "" {
 		if err := newMarker(s.stop, s.stopAt).write(s.opts.marker); err != nil {
 			logf("cannot write marker: %v", err)
 		}
 	}
-	logf("%s received: interrupting dbt (SIGINT to process group %d)", signalName(sig), s.pgid)
-	_ = syscall.Kill(-s.pgid, syscall.SIGINT)
 }
 
 // reap collects every exited child, including orphans reparented to the launcher, and keeps the
@@ -255,9 +256,16 @@ func (s *supervisor) waitForGroup() {
 
 // runAfterInterrupt runs the --after-interrupt argv with its stdout in a temporary file, which
 // becomes --after-interrupt-output only if the command succeeds: a reader never sees the output
-// of a command that failed or was killed half-way.
+// of a command that failed or was killed half-way. Its deadline counts from the stop signal, not
+// from its start: the grace period began then, and what is left of it belongs to the uploader.
 func (s *supervisor) runAfterInterrupt() {
 	argv, out := s.opts.afterInterrupt, s.opts.afterInterruptOutput
+	timeout := s.opts.afterInterruptTimeout
+	deadline := s.stopAt.Add(seconds(timeout))
+	if !time.Now().Before(deadline) {
+		logf("after-interrupt command %s skipped: %gs since the stop signal have passed", argv[0], timeout)
+		return
+	}
 	tmp := out + ".tmp"
 	pid, err := startAfterInterrupt(argv, tmp)
 	if err != nil {
@@ -266,9 +274,8 @@ func (s *supervisor) runAfterInterrupt() {
 		return
 	}
 	s.waitingFor[pid] = true
-	timeout := s.opts.afterInterruptTimeout
-	if !s.waitUntil(s.exited(pid), time.Now().Add(seconds(timeout))) {
-		logf("after-interrupt command %s still running after %gs: killing it", argv[0], timeout)
+	if !s.waitUntil(s.exited(pid), deadline) {
+		logf("after-interrupt command %s still running %gs after the stop signal: killing it", argv[0], timeout)
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		// SIGKILL cannot be ignored; the bound only guards against a process stuck in the kernel.
 		s.waitUntil(s.exited(pid), time.Now().Add(2*time.Second))

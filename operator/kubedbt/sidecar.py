@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from kubedbt.core.results import CONFIGMAP_LIMIT
 from kubedbt.core.unpacking import UnreadableError, gunzip_chunks
 from kubedbt.io.uploader import (
     UploadTarget,
+    grace_left,
     namespace_from_environment,
     upload_within,
     wait_for_stop,
@@ -128,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     received = wait_for_stop()
     logging.info("%s received: collecting results", received.name)
-    asyncio.run(_upload(target, args.grace_seconds))
+    asyncio.run(_upload(target, grace_left(target, args.grace_seconds, time.time())))
     return 0
 
 

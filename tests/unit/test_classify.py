@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args
 
 import pytest
 
+from kubedbt.core import naming
 from kubedbt.core.classify import (
     RETRYABLE,
     Evidence,
@@ -466,3 +467,33 @@ def test_an_admission_refusal_in_an_event_keeps_who_refused_not_what_it_said() -
     assert "ValidatingAdmissionPolicy 'echo' with binding 'echo' denied request" in lines[0]
     assert "message withheld" in lines[0]
     assert lines[1] == f"Job/dbt-x: FailedCreate: {quota}"
+
+
+def _stopped(job: dict[str, Any], reason: str = "task-killed") -> dict[str, Any]:
+    """The Job as kubedbt's stop leaves it (RunClient.stop_run)."""
+    annotations = job["metadata"].setdefault("annotations", {})
+    annotations[naming.STOP_REASON_ANNOTATION] = reason
+    annotations[naming.STOP_REQUESTED_ANNOTATION] = "2026-11-23T18:00:00+00:00"
+    return job
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("oom_killed", "oom_killed"), ("model_error", "nodes_errored"), ("success", "success")],
+)
+def test_a_stop_after_dbt_ended_on_its_own_keeps_dbts_verdict(name: str, kind: str) -> None:
+    # on_kill or the execution timeout can patch a Job whose dbt had already ended.
+    data = recorded(name)
+    configmap = data.get("configmap")
+    results_read = decode(configmap) if configmap else None
+    evidence = Evidence(job=_stopped(data["job"]), pods=data["pods"], results=results_read)
+    assert classify(evidence).kind == kind
+
+
+@pytest.mark.parametrize("name", ["unschedulable", "image_pull"])
+def test_a_stop_before_dbt_started_is_a_cancellation(name: str) -> None:
+    data = recorded(name)
+    outcome = classify(Evidence(job=_stopped(data["job"]), pods=data["pods"]))
+    assert outcome.kind == "cancelled"
+    assert outcome.reason.endswith("before dbt started")
+    assert "the Airflow task was stopped" in outcome.reason

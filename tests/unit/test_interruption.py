@@ -9,6 +9,7 @@ printed for the same selection. `after` (downstream of sleepy) never started.
 
 from __future__ import annotations
 
+import datetime
 import json
 import shutil
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from kubedbt.core import results
 from kubedbt.core.interruption import describe, listed_nodes, parse_marker, started_nodes
 from kubedbt.core.tries import why_not_resume
-from kubedbt.io.uploader import UploadTarget, read_and_pack
+from kubedbt.io.uploader import UploadTarget, grace_left, read_and_pack
 from tests.unit.dbt_runs import load_with_dbt
 
 RECORDED = Path(__file__).parent / "fixtures" / "interrupted"
@@ -163,3 +164,15 @@ def test_a_marker_with_odd_values_keeps_what_it_can() -> None:
     marker = parse_marker('{"signal": "SIGINT", "exit_code": true, "stopped_after_seconds": "1"}')
     assert marker is not None
     assert (marker.signal, marker.exit_code, marker.stopped_after_seconds) == ("SIGINT", None, None)
+
+
+def test_the_uploader_has_what_is_left_of_the_grace_period(tmp_path: Path) -> None:
+    marker = tmp_path / "kubedbt-stop.json"
+    target = UploadTarget("n", "c", tmp_path, tmp_path / "dbt.log", stop_marker=marker)
+    assert grace_left(target, 60, now=0) == 60  # no stop: the sidecar's SIGTERM starts it
+    marker.write_text(json.dumps(MARKER))
+    received = datetime.datetime.fromisoformat("2026-11-23T18:10:24.312+00:00").timestamp()
+    assert grace_left(target, 60, now=received + 25) == pytest.approx(35)
+    assert grace_left(target, 60, now=received + 90) == 1.0
+    marker.write_text(json.dumps({**MARKER, "received_at": "soon"}))
+    assert grace_left(target, 60, now=received + 25) == 60

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from kubedbt.core import naming
-from kubedbt.core.progress import Decision, RunProgress
+from kubedbt.core.progress import Decision, RunProgress, condition_since
+from kubedbt.core.results import UPLOAD_STATUS
 from tests.unit.test_classify import recorded
 
 STARTUP = 120.0
@@ -190,3 +191,33 @@ def test_deleted_pods_keep_their_last_state_through_a_relist() -> None:
     progress.listed("pod", [p for p in data["pods"] if p is not evicted])
     assert evicted["metadata"]["name"] in progress.pods
     assert progress.ever_started
+
+
+def test_an_unreadable_stop_annotation_is_no_stop() -> None:
+    data = recorded("unschedulable")
+    job = in_progress(data["job"])
+    job["metadata"].setdefault("annotations", {})[naming.STOP_REQUESTED_ANNOTATION] = "yesterday"
+    progress = RunProgress(startup_timeout=STARTUP)
+    progress.listed("job", [job])
+    assert progress.stop_requested_at() is None
+
+
+def test_a_stopped_runs_upload_is_awaited_for_the_grace_period_from_the_stop() -> None:
+    # Before Kubernetes 1.31 a Job is marked failed at its deadline, before its pod has ended.
+    data = recorded("success")
+    job = data["job"]
+    ended = condition_since(job, "Complete")
+    assert ended is not None
+    stopped = datetime.datetime.fromtimestamp(ended - 1, datetime.timezone.utc)
+    job["metadata"].setdefault("annotations", {})[naming.STOP_REQUESTED_ANNOTATION] = (
+        stopped.isoformat()
+    )
+    pending = {**data["configmap"], "metadata": {**data["configmap"]["metadata"]}}
+    pending["metadata"]["annotations"] = {UPLOAD_STATUS: "pending"}
+    running = [{**p, "status": {**p["status"], "phase": "Running"}} for p in data["pods"]]
+    progress = RunProgress(startup_timeout=STARTUP, results_timeout=20)
+    progress.listed("job", [job])
+    progress.listed("pod", running)
+    progress.listed("configmap", [pending])
+    grace = progress.grace_period()
+    assert progress.decide(ended) == Decision(None, wake_at=ended - 1 + grace + 20)

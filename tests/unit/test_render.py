@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -89,16 +91,15 @@ def test_job_defaults_leave_retries_to_airflow() -> None:
     assert job["spec"]["ttlSecondsAfterFinished"] == 86400
     assert "activeDeadlineSeconds" not in job["spec"]
     rules = job["spec"]["podFailurePolicy"]["rules"]
-    # A disrupted or interrupted pod is not replaced: Airflow's next try resumes from its results.
+    # dbt's verdicts come first: an interrupted dbt (130) fails the Job, evicted or not, and
+    # Airflow's next try resumes from its results; a disrupted pod that never ran dbt is replaced.
     assert rules[0] == {
         "action": "FailJob",
-        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+        "onExitCodes": {"containerName": "dbt", "operator": "In", "values": [1, 2, 130]},
     }
-    assert rules[1]["action"] == "FailJob"
-    assert rules[1]["onExitCodes"] == {
-        "containerName": "dbt",
-        "operator": "In",
-        "values": [1, 2, 130],
+    assert rules[1] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
     }
 
 
@@ -271,3 +272,48 @@ def test_namespace_applies_to_both_objects() -> None:
     identity = RunIdentity("d", "t", "r")
     assert render_job(spec, identity)["metadata"]["namespace"] == "analytics"
     assert render_results_configmap(spec, identity)["metadata"]["namespace"] == "analytics"
+
+
+def test_cmds_wraps_dbt_and_its_listing_without_a_shell() -> None:
+    """A wrapper entrypoint (a secrets agent, say) runs dbt and the listing of an interrupted run
+    alike, under the launcher, each word one argument."""
+    wrapper = ["/usr/bin/with-secrets", "--", "dbt"]
+    spec = DbtRunSpec(command="run", select=["tag:a b"], image="i", cmds=wrapper)
+    dbt = _containers(render_job(spec, IDENTITY)["spec"]["template"]["spec"])["dbt"]
+    args = dbt["args"]
+    assert args[args.index("--") + 1 :][:5] == [*wrapper, "run", "--select"]
+    listing = json.loads(args[args.index("--after-interrupt") + 1])
+    assert listing[:5] == [*wrapper, "ls", "--select"]
+    assert listing[listing.index("--select") + 1] == "tag:a b"
+    assert listing[listing.index("--resource-type") + 1] == "model"
+    # Half the grace period is the listing's; the rest is the uploader's.
+    assert args[args.index("--after-interrupt-timeout") + 1] == "30"
+
+
+@pytest.mark.parametrize("command", ["run-operation", "source freshness", "ls", "retry"])
+def test_commands_dbt_retry_cannot_resume_list_nothing(command: str) -> None:
+    extra = {"macro": "m"} if command == "run-operation" else {}
+    spec = DbtRunSpec(command=command, image="i", **extra)
+    args = _containers(render_job(spec, IDENTITY)["spec"]["template"]["spec"])["dbt"]["args"]
+    assert "--after-interrupt" not in args
+    assert args[:3] == ["run", "--marker", "/kubedbt/kubedbt-stop.json"]
+
+
+def test_the_after_interrupt_listing_selects_as_the_command_does() -> None:
+    flags = ["--exclude-resource-type", "unit_test", "--indirect-selection=cautious", "--debug"]
+    spec = DbtRunSpec(command="build", image="i", dbt_flags=flags)
+    args = _containers(render_job(spec, IDENTITY)["spec"]["template"]["spec"])["dbt"]["args"]
+    listing = json.loads(args[args.index("--after-interrupt") + 1])
+    assert listing[listing.index("--exclude-resource-type") + 1] == "unit_test"
+    assert listing[listing.index("--indirect-selection") + 1] == "cautious"
+    assert "--debug" not in listing
+    # Plain JSON lines on stdout whatever the project's log settings.
+    assert listing[listing.index("--log-format") + 1] == "text"
+    assert "--print" in listing
+    own = DbtRunSpec(command="build", image="i", dbt_flags=["--resource-type", "model", "seed"])
+    args = _containers(render_job(own, IDENTITY)["spec"]["template"]["spec"])["dbt"]["args"]
+    listing = json.loads(args[args.index("--after-interrupt") + 1])
+    assert [listing[i + 1] for i, a in enumerate(listing) if a == "--resource-type"] == [
+        "model",
+        "seed",
+    ]

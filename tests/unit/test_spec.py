@@ -35,6 +35,8 @@ def _token_volume(name: str, **token: Any) -> dict[str, Any]:
 
 BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
     # (parameters laid over BASE, parameter named in the error, words in the message)
+    ({"cmds": []}, "cmds", "needs at least the program to run"),
+    ({"cmds": ["dbt", ""]}, "cmds[1]", "empty"),
     ({"command": "deps"}, "command", "not one of"),
     ({"command": "build --full-refresh"}, "command", "not one of"),
     ({"command": 7}, "command", "expected a string"),

@@ -251,12 +251,14 @@ class DbtJobOperator(BaseOperator):
         """When the watch stops dbt: execution_timeout less the pod's grace period and a margin.
 
         dbt then has the whole grace period to cancel its queries and write its results, and the
-        operator reports them before Airflow's own timeout would kill the task without them.
+        operator reports them before Airflow's own timeout would kill the task without them. A
+        timeout shorter than twice that lead still lets dbt run for half of it.
         """
         if not isinstance(self.execution_timeout, timedelta):
             return None
+        timeout = self.execution_timeout.total_seconds()
         lead = spec.termination_grace_period + EXECUTION_MARGIN
-        return max(1.0, self.execution_timeout.total_seconds() - lead)
+        return max(1.0, timeout - lead, timeout / 2)
 
     def _announce(self, context: Context, launched: Launched) -> None:
         job_name, namespace = launched.run.job_name, launched.run.namespace

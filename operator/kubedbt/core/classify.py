@@ -22,6 +22,7 @@ from kubedbt.core.errors import shorten
 from kubedbt.core.interruption import describe as describe_interruption
 from kubedbt.core.naming import (
     DBT_CONTAINER,
+    LAUNCHER_CONTAINER,
     RESTORE_CONTAINER,
     SIDECAR_CONTAINER,
     STOP_REASON_ANNOTATION,
@@ -231,7 +232,7 @@ def _classify(evidence: Evidence) -> Outcome:
     # with dbt interrupted (130) or killed (137), which says nothing about dbt itself.
     code = _dbt_exit_code(dbt)
     stopped = stop_reason(evidence.job)
-    if stopped is not None and code not in DBT_EXIT_CODES:
+    if stopped is not None and _ended_by_stop(dbt):
         return _cancelled(STOP_REASONS.get(stopped, f"kubedbt stopped it ({stopped})"), evidence)
     deadline = _job_condition(evidence.job, "DeadlineExceeded")
     if deadline is not None and code == INTERRUPTED:
@@ -270,6 +271,16 @@ def stop_reason(job: Mapping[str, Any] | None) -> str | None:
     if STOP_REQUESTED_ANNOTATION not in annotations:
         return None
     return str(annotations.get(STOP_REASON_ANNOTATION) or "unknown")
+
+
+def _ended_by_stop(dbt: Mapping[str, Any] | None) -> bool:
+    """Whether a stop explains how dbt ended (not yet, interrupted, killed after the grace).
+
+    Its own exit codes, an OOM kill or a failed start are its verdict, even when a stop came
+    after them.
+    """
+    code = _dbt_exit_code(dbt)
+    return code is None or code == INTERRUPTED or (code == 137 and _reason(dbt) != "OOMKilled")
 
 
 def _cancelled(cause: str, evidence: Evidence) -> Outcome:
@@ -575,7 +586,18 @@ def _from_blocked(blocked: Blocked, events: Sequence[Mapping[str, Any]]) -> Outc
 
 
 def _failed_init(pod: Mapping[str, Any] | None) -> Outcome | None:
-    """A failed restore-state init container: the pod failed before dbt could start."""
+    """A failed init container (install-launcher, restore-state): dbt could not start."""
+    launcher = container_status(pod, LAUNCHER_CONTAINER) if pod else None
+    terminated = ((launcher or {}).get("state") or {}).get("terminated") or {}
+    if terminated and terminated.get("exitCode") != 0:
+        code = terminated.get("exitCode")
+        message = _first_line(str(terminated.get("message") or terminated.get("reason") or ""))
+        return _outcome(
+            "init_failed",
+            f"installing kubedbt's launcher failed (exit code {code}): {message}; is "
+            "sidecar_image a kubedbt sidecar image of this version?",
+            exit_code=code if isinstance(code, int) else None,
+        )
     restore = container_status(pod, RESTORE_CONTAINER) if pod else None
     terminated = ((restore or {}).get("state") or {}).get("terminated") or {}
     code = terminated.get("exitCode")

@@ -168,26 +168,39 @@ def list_args(spec: DbtRunSpec) -> list[str] | None:
     profile as the command, restricted to the resource types it runs. None for the commands
     `dbt retry` cannot resume (and for `retry` itself: its selection is the state it restored).
     """
-    types = RESOURCE_TYPES.get(spec.command)
-    if types is None:
+    default_types = RESOURCE_TYPES.get(spec.command)
+    if default_types is None:
         return None
     args = ["ls", *_selection_args(spec), *_project_args(spec)]
-    for resource_type in types:
+    # The user's own resource-type choices select as they do for the command.
+    types = _flag_values(spec.dbt_flags, ("--resource-type", "--resource-types"))
+    for resource_type in types or default_types:
         args += ["--resource-type", resource_type]
-    indirect = _flag_value(spec.dbt_flags, "--indirect-selection")
-    if indirect is not None:
+    excluded = ("--exclude-resource-type", "--exclude-resource-types")
+    for resource_type in _flag_values(spec.dbt_flags, excluded):
+        args += ["--exclude-resource-type", resource_type]
+    for indirect in _flag_values(spec.dbt_flags, ("--indirect-selection",))[-1:]:
         args += ["--indirect-selection", indirect]
-    args += ["--output", "json", "--output-keys", "unique_id", "--quiet"]
-    return [*args, "--target-path", TARGET_PATH, "--log-path", LIST_LOG_PATH]
+    # Plain lines on stdout whatever the project's or env's log settings: one JSON id a line.
+    args += ["--output", "json", "--output-keys", "unique_id", "--log-format", "text", "--print"]
+    return [*args, "--quiet", "--target-path", TARGET_PATH, "--log-path", LIST_LOG_PATH]
 
 
-def _flag_value(flags: tuple[str, ...], name: str) -> str | None:
-    for i, flag in enumerate(flags):
-        if flag == name and i + 1 < len(flags):
-            return flags[i + 1]
-        if flag.startswith(name + "="):
-            return flag.partition("=")[2]
-    return None
+def _flag_values(flags: tuple[str, ...], names: tuple[str, ...]) -> list[str]:
+    """The values the flags `names` are given in `flags` (`--name v w`, `--name=v`), in order."""
+    values: list[str] = []
+    taking = False
+    for flag in flags:
+        name, equals, inline = flag.partition("=")
+        if name in names:
+            taking = not equals
+            if equals:
+                values.append(inline)
+        elif flag.startswith("-"):
+            taking = False
+        elif taking:
+            values.append(flag)
+    return values
 
 
 def _selection_args(spec: DbtRunSpec) -> list[str]:

@@ -20,6 +20,7 @@ failed or ran out of time) the summary says so and the next try runs the full co
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +59,14 @@ class StopMarker:
     received_at: str | None = None
     exit_code: int | None = None
     stopped_after_seconds: float | None = None
+
+    def received_epoch(self) -> float | None:
+        """When the stop signal came, as epoch seconds (None if the marker has no valid time)."""
+        try:
+            parsed = datetime.datetime.fromisoformat(str(self.received_at).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed.timestamp() if parsed.tzinfo is not None else None
 
 
 def parse_marker(text: str) -> StopMarker | None:
@@ -160,7 +169,8 @@ class Completion:
     def results(self, results: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """The results dbt wrote, then one for each node that was running or never started."""
         for result in results:
-            self.seen.add(str(result.get("unique_id")))
+            if isinstance(result, dict):  # anything else is refused downstream (results_of)
+                self.seen.add(str(result.get("unique_id")))
             yield result
         when = f" at {self.marker.received_at}" if self.marker.received_at else ""
         stopped = f"the pod was stopped ({self.marker.signal}{when})"

@@ -268,6 +268,11 @@ class RunProgress:
         ended = job_end(self.job) if self.job is not None else None
         if ended is None:
             return Decision("finished")
+        # A stopped run's Job can be marked failed before its pod has ended (Kubernetes < 1.31):
+        # dbt and the upload have the pod's grace period from the stop.
+        stopped = self.stop_requested_at()
+        if stopped is not None:
+            ended = max(ended, stopped + self.grace_period())
         due = ended + self.results_timeout
         return Decision("finished") if now >= due else Decision(None, wake_at=due)
 
@@ -347,5 +352,8 @@ def _parse(text: Any) -> float | None:
     """An API timestamp as epoch seconds (watch events say Z, client reads +00:00)."""
     if not text:
         return None
-    parsed = datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    try:  # annotations can be edited by anyone: an unreadable one is no time at all
+        parsed = datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
     return parsed.timestamp()

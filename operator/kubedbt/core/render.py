@@ -18,13 +18,13 @@ The podFailurePolicy follows dbt's exit codes (https://docs.getdbt.com/reference
   same pod again changes nothing, so the Job fails at once (FailJob); Airflow decides on retries.
 - 2: dbt could not run at all (parse, profile, target or project error), no run_results.json.
   Deterministic as well: FailJob.
-- 130: the launcher interrupted dbt because the pod was stopped. FailJob: the results of what ran
-  are uploaded, and a new try resumes from them (`dbt retry`) rather than a new pod starting over.
+- 130: the launcher interrupted dbt because the pod was stopped (deleted, evicted, preempted,
+  drained). FailJob: the results of what ran are uploaded, and Airflow's next try resumes from
+  them (`dbt retry`) rather than a new pod starting the whole command over.
 - any other code (137 for OOMKilled) counts against backoffLimit, which is 0 by default: Airflow
   owns retries and its classifier tells which are worth one.
-A pod lost to a disruption (eviction, preemption, node drain: the DisruptionTarget condition) fails
-the Job as well: dbt was interrupted and uploaded what it finished, so Airflow's next try resumes
-from those results instead of the Job starting the whole command again in a new pod.
+A pod lost to a disruption (the DisruptionTarget condition) before dbt ran, or whose dbt did not
+stop within the grace period, is ignored by the count and replaced: nothing about the run failed.
 """
 
 from __future__ import annotations
@@ -191,12 +191,9 @@ def owned_by_job(configmap: ConfigMapManifest, job_name: str, job_uid: str) -> C
 
 
 def _pod_failure_policy() -> dict[str, Any]:
+    # dbt's own verdicts first: an evicted pod whose dbt was interrupted (130) fails the Job too.
     return {
         "rules": [
-            {
-                "action": "FailJob",
-                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
-            },
             {
                 "action": "FailJob",
                 "onExitCodes": {
@@ -204,6 +201,10 @@ def _pod_failure_policy() -> dict[str, Any]:
                     "operator": "In",
                     "values": list(TERMINAL_DBT_EXIT_CODES),
                 },
+            },
+            {
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
             },
         ]
     }

@@ -80,8 +80,9 @@ class DbtRunSpec:
     """The dbt image: dbt, its adapters and the project."""
     cmds: tuple[str, ...] = ("dbt",)
     """The command the dbt arguments are given to: ["dbt"], or a wrapper that ends by running dbt
-    (["secrets-agent", "exec", "--", "dbt"]). It runs under kubedbt's launcher, which turns the
-    pod's SIGTERM into the SIGINT dbt stops on; a wrapper should exec dbt or pass SIGINT on."""
+    (["secrets-agent", "exec", "--", "dbt"]). It runs under kubedbt's launcher, which sends the
+    SIGINT dbt stops on to the whole process group when the pod is stopped: a wrapper should exec
+    dbt, or at least not pass SIGINT on (a second one cuts dbt's cleanup short)."""
     image_pull_policy: str | None = None
     """Always, IfNotPresent or Never; Kubernetes' default when unset."""
     image_pull_secrets: tuple[str, ...] = ()

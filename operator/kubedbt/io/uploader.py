@@ -89,7 +89,8 @@ def _completion(target: UploadTarget) -> Completion | None:
     """
     if target.stop_marker is None or not target.stop_marker.exists():
         return None
-    marker = parse_marker(target.stop_marker.read_text(encoding="utf-8", errors="replace")[:4096])
+    with target.stop_marker.open(encoding="utf-8", errors="replace") as file:
+        marker = parse_marker(file.read(4096))
     if marker is None:
         log.warning("%s is not the launcher's marker: results kept as written", target.stop_marker)
         return None
@@ -100,7 +101,8 @@ def _completion(target: UploadTarget) -> Completion | None:
     selected: list[str] | None = None
     if target.selected_file is not None and target.selected_file.exists():
         with target.selected_file.open(encoding="utf-8", errors="replace") as lines:
-            selected = listed_nodes(lines)
+            # An empty list is no evidence that nothing was selected: dbt ran nodes.
+            selected = listed_nodes(lines) or None
     elif target.state_run_results is not None and target.state_run_results.exists():
         with target.state_run_results.open(encoding="utf-8") as stream:
             for key, value in json_members(stream):
@@ -178,6 +180,22 @@ async def upload_within(api_client: Any, target: UploadTarget, *, grace_seconds:
                 await mark_failed(client, target, describe(e))
             except Exception:
                 log.exception("could not mark the configmap as failed either")
+
+
+def grace_left(target: UploadTarget, grace_seconds: float, now: float) -> float:
+    """What is left of the grace period: it began at the launcher's stop signal, if there was one.
+
+    The kubelet stops this sidecar only once dbt has exited, which an interrupted dbt may take
+    a while to do; the pod is SIGKILLed grace_seconds after the stop, not after this SIGTERM.
+    """
+    if target.stop_marker is None or not target.stop_marker.exists():
+        return grace_seconds
+    with target.stop_marker.open(encoding="utf-8", errors="replace") as file:
+        marker = parse_marker(file.read(4096))
+    received = marker.received_epoch() if marker is not None else None
+    if received is None:
+        return grace_seconds
+    return max(1.0, grace_seconds - max(0.0, now - received))
 
 
 def namespace_from_environment() -> str:

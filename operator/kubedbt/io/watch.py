@@ -184,7 +184,11 @@ async def _stop(informer: NamespaceInformer, run: RunRef, now: float) -> None:
     )
     at = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat(timespec="seconds")
     async with informer.lease() as client:
-        await client.stop_run(run.job_name, run.namespace, "execution-timeout", at)
+        try:
+            await client.stop_run(run.job_name, run.namespace, "execution-timeout", at)
+        except Exception as e:  # an older chart's Role without jobs patch, say
+            log.warning("could not stop %s (%s): deleting it instead", run.job_name, describe(e))
+            await client.delete_job(run.job_name, run.namespace)
 
 
 class _LogFollower:
