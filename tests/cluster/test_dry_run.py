@@ -44,9 +44,12 @@ def test_golden_manifests_pass_a_server_side_dry_run(
     )
     # Defaulting happened, nothing was dropped: the API knows every field kubedbt sets.
     pod = created.spec.template.spec
-    assert [c.name for c in pod.init_containers] == ["results-uploader"]
-    assert pod.init_containers[0].restart_policy == "Always"
-    assert created.spec.pod_failure_policy.rules[1].on_exit_codes.values == [1, 2]
+    assert [c.name for c in pod.init_containers] == ["install-launcher", "results-uploader"]
+    assert pod.init_containers[1].restart_policy == "Always"
+    assert pod.containers[0].command == ["/kubedbt-launcher/kubedbt-launch"]
+    rules = created.spec.pod_failure_policy.rules
+    assert rules[0].on_exit_codes.values == [1, 2, 130]
+    assert (rules[1].action, rules[1].on_pod_conditions[0].type) == ("Ignore", "DisruptionTarget")
     configmap = owned_by_job(render_results_configmap(spec, identity), job["metadata"]["name"], "x")
     configmap["metadata"]["ownerReferences"][0]["uid"] = str(uuid.uuid4())
     client.CoreV1Api(api_client).create_namespaced_config_map(
@@ -64,9 +67,6 @@ def test_retry_manifest_passes_a_server_side_dry_run(
         namespace, job, dry_run="All", field_validation="Strict"
     )
     names = [c.name for c in created.spec.template.spec.init_containers]
-    assert names == ["restore-state", "results-uploader"]
-    assert created.spec.template.spec.containers[0].args[:3] == [
-        "retry",
-        "--state",
-        "/kubedbt/state",
-    ]
+    assert names == ["install-launcher", "restore-state", "results-uploader"]
+    args = created.spec.template.spec.containers[0].args
+    assert args[args.index("--") + 1 :][:4] == ["dbt", "retry", "--state", "/kubedbt/state"]
