@@ -40,9 +40,13 @@ def _documents(text: str) -> list[dict[str, Any]]:
 
 
 def _dbt_args(job: dict[str, Any]) -> list[str]:
+    """dbt's arguments: what the launcher runs after its own options and `dbt`."""
     (dbt,) = job["spec"]["template"]["spec"]["containers"]
     assert dbt["name"] == "dbt"
-    return list(dbt["args"])
+    args = list(dbt["args"])
+    command = args[args.index("--") + 1 :]
+    assert command[0] == "dbt"
+    return command[1:]
 
 
 def test_render_prints_the_job_then_its_configmap(kubectl_dbt: Invoke, parameters: Path) -> None:
