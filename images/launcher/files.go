@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 )
@@ -37,14 +41,15 @@ func (m *marker) write(path string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, append(data, '\n'))
+	return writeFileAtomic(path, bytes.NewReader(append(data, '\n')), 0o644)
 }
 
-// writeFileAtomic replaces path with data through a rename, so a reader sees the old content or
+// writeFileAtomic replaces path with what src holds through a rename in the same directory, so a
+// reader (or a container starting while an init container still copies) sees the old content or
 // the new one, never a partial file.
-func writeFileAtomic(path string, data []byte) (err error) {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+func writeFileAtomic(path string, src io.Reader, mode os.FileMode) (err error) {
+	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
 	if err != nil {
 		return err
 	}
@@ -54,7 +59,11 @@ func writeFileAtomic(path string, data []byte) (err error) {
 			os.Remove(tmp)
 		}
 	}()
-	if _, err = f.Write(data); err != nil {
+	if _, err = io.Copy(f, src); err != nil {
+		return err
+	}
+	// The umask may have taken bits away from the mode given to OpenFile.
+	if err = f.Chmod(mode); err != nil {
 		return err
 	}
 	if err = f.Sync(); err != nil {
@@ -63,7 +72,11 @@ func writeFileAtomic(path string, data []byte) (err error) {
 	if err = f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	if err = os.Rename(tmp, path); err != nil {
+		return err
+	}
+	syncDir(filepath.Dir(path))
+	return nil
 }
 
 // syncDir makes a rename in dir durable. It is best effort: the file is in place either way.

@@ -48,7 +48,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -105,41 +104,13 @@ func installCommand(args []string) int {
 // install copies the running executable to dest. The copy is written next to dest and renamed
 // over it, so a container that starts while an init container is still copying never executes
 // half a binary.
-func install(dest string) (err error) {
+func install(dest string) error {
 	src, err := os.Open("/proc/self/exe")
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	tmp := fmt.Sprintf("%s.tmp-%d", dest, os.Getpid())
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o555)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = io.Copy(f, src); err != nil {
-		return err
-	}
-	// The umask may have taken bits away from the mode given to OpenFile.
-	if err = f.Chmod(0o555); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, dest); err != nil {
-		return err
-	}
-	syncDir(filepath.Dir(dest))
-	return nil
+	return writeFileAtomic(dest, src, 0o555)
 }
 
 // runOptions are the flags of `run`; durations are in seconds, as the pod spec writes them.
