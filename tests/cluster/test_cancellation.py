@@ -18,7 +18,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -204,8 +203,7 @@ def test_a_stopped_run_cancels_its_query_and_keeps_what_finished(
 
     async def stop() -> bool:
         async with _client_of(kubeconfig).get_conn() as api_client:
-            at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            return await RunClient(api_client).stop_run(job_name, namespace, "task-killed", at)
+            return await RunClient(api_client).stop_run(job_name, namespace, "task-killed")
 
     asked = time.monotonic()
     assert asyncio.run(stop())

@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, ClassVar, Final, Literal, get_args
 
 from airflow.sdk import BaseOperator, Context, conf
@@ -392,7 +392,7 @@ class DbtJobOperator(BaseOperator):
         async def stop() -> bool:
             async with self.connection.async_hook().get_conn() as api_client:
                 client = RunClient(api_client, self.api_retry_policy.within(ON_KILL_BUDGET))
-                return await client.stop_run(job_name, namespace, "task-killed", _now())
+                return await client.stop_run(job_name, namespace, "task-killed")
 
         # on_kill may run inside execute's event loop (from a signal handler): use a fresh one.
         outcome: list[bool] = []
@@ -422,11 +422,6 @@ class DbtJobOperator(BaseOperator):
         except KubeApiError as e:  # a request no step of the run wrapped; sanitized already
             error = AirflowException(f"a Kubernetes API request failed: {e}")
         raise error from None
-
-
-def _now() -> str:
-    """Now, as the Job's stop annotation records it."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _default(name: str) -> Any:

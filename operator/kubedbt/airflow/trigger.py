@@ -15,7 +15,6 @@ import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
@@ -151,10 +150,9 @@ class DbtJobTrigger(BaseTrigger):
                 run.job_name,
             )
             return
-        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         async with self.hook.get_conn() as api_client:
             stopped = await RunClient(api_client, args.retry).stop_run(
-                run.job_name, run.namespace, "task-killed", at
+                run.job_name, run.namespace, "task-killed"
             )
         self.log.info(
             "Job %s/%s %s",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import logging
 import math
@@ -205,20 +206,26 @@ class RunClient:
             raise _api_error(f"deleting Job {namespace}/{name}", e) from None
         return True
 
-    async def stop_run(self, name: str, namespace: str, reason: str, at: str) -> bool:
+    async def stop_run(
+        self, name: str, namespace: str, reason: str, at: float | None = None
+    ) -> bool:
         """Stop a run the way dbt wants to be stopped, keeping its Job and results; False if gone.
 
         One patch: the reason and time as annotations, and an activeDeadlineSeconds the Job has
         already passed. The Job controller then deletes the pod with its grace period (the
         launcher passes SIGTERM on to dbt as SIGINT, dbt cancels its queries and writes
         run_results, the sidecar uploads them) and marks the Job failed, so no new pod starts
-        and the Job's TTL applies. The next try finds the results and resumes from them.
+        and the Job's TTL applies. The next try finds the results and resumes from them. `at`:
+        when the stop was decided (epoch seconds; now by default).
         """
+        when = datetime.datetime.fromtimestamp(
+            time.time() if at is None else at, datetime.timezone.utc
+        )
         body = {
             "metadata": {
                 "annotations": {
                     naming.STOP_REASON_ANNOTATION: reason,
-                    naming.STOP_REQUESTED_ANNOTATION: at,
+                    naming.STOP_REQUESTED_ANNOTATION: when.isoformat(timespec="seconds"),
                 }
             },
             "spec": {"activeDeadlineSeconds": 1},

@@ -17,7 +17,6 @@ interrupted and uploads what it finished) and watches it end.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -182,10 +181,9 @@ async def _stop(informer: NamespaceInformer, run: RunRef, now: float) -> None:
         run.namespace,
         run.job_name,
     )
-    at = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat(timespec="seconds")
     async with informer.lease() as client:
         try:
-            await client.stop_run(run.job_name, run.namespace, "execution-timeout", at)
+            await client.stop_run(run.job_name, run.namespace, "execution-timeout", now)
         except Exception as e:  # an older chart's Role without jobs patch, say
             log.warning("could not stop %s (%s): deleting it instead", run.job_name, describe(e))
             await client.delete_job(run.job_name, run.namespace)
