@@ -1,8 +1,10 @@
-"""Reading a large JSON object member by member, its "results" array one item at a time.
+"""Reading a large JSON object member by member, its big members one entry at a time.
 
-dbt's run_results.json can be tens of MB of compiled SQL; the results sidecar has a small memory
-limit. This reader holds one value at a time (plus one read), using the standard library's
-raw_decode, so packing a file costs the memory of its largest result, not of the file.
+dbt's run_results.json can be tens of MB of compiled SQL, its manifest.json hundreds of MB; the
+results sidecar has a small memory limit. This reader holds one value at a time (plus one read),
+using the standard library's raw_decode, so reading a file costs the memory of its largest entry
+(one result, one manifest node), not of the file: run_results' "results" array is read item by
+item, and the top-level objects a caller names (manifest's "nodes", "sources") entry by entry.
 """
 
 from __future__ import annotations
@@ -93,28 +95,47 @@ class _JsonReader:
             if self.expect(",]") == "]":
                 return
 
+    def member_keys(self) -> Iterator[str]:
+        """The keys of the object that comes next; each value is read before the next key."""
+        self.expect("{")
+        if self.peek() == "}":
+            self.expect("}")
+            return
+        while True:
+            key = self.value()
+            if not isinstance(key, str):
+                raise ValueError(f"expected a key, found {key!r}")
+            self.expect(":")
+            yield key
+            if self.expect(",}") == "}":
+                return
 
-def json_members(stream: TextIO, *, read_chars: int = READ_CHARS) -> Iterator[tuple[str, Any]]:
-    """The top-level (key, value) pairs of a JSON object, the "results" array as an iterator.
+    def entries(self) -> Iterator[tuple[str, Any]]:
+        """The (key, value) pairs of the object that comes next, one at a time."""
+        for key in self.member_keys():
+            yield key, self.value()
 
-    Each pair is read when the previous one has been used; the results iterator is drained before
-    the next pair even if the consumer stopped early.
+
+def json_members(
+    stream: TextIO, *, read_chars: int = READ_CHARS, objects: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, Any]]:
+    """The top-level (key, value) pairs of a JSON object, its large members as iterators.
+
+    The "results" array is an iterator of its items, and each member named in `objects` whose
+    value is an object is an iterator of its (key, value) pairs. Each pair is read when the
+    previous one has been used; such an iterator is drained, one entry at a time, before the next
+    pair even if the consumer stopped early.
     """
     reader = _JsonReader(stream, read_chars)
-    reader.expect("{")
-    if reader.peek() == "}":
-        return
-    while True:
-        key = reader.value()
-        if not isinstance(key, str):
-            raise ValueError(f"expected a key, found {key!r}")
-        reader.expect(":")
+    for key in reader.member_keys():
+        streamed: Iterator[Any] | None = None
         if key == "results" and reader.peek() == "[":
-            results = reader.items()
-            yield key, results
-            for _ in results:
-                pass
-        else:
+            streamed = reader.items()
+        elif key in objects and reader.peek() == "{":
+            streamed = reader.entries()
+        if streamed is None:
             yield key, reader.value()
-        if reader.expect(",}") == "}":
-            return
+            continue
+        yield key, streamed
+        for _ in streamed:
+            pass
