@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the run_results a dbt retry restored (its selection)",
     )
     parser.add_argument(
+        "--artifacts-url",
+        help="the run's folder in object storage (s3://, gs://, az://) to copy target/ and the log "
+        "to; credentials come from the environment (the pod's identity or artifacts_secret)",
+    )
+    parser.add_argument(
         "--grace-seconds",
         type=float,
         default=float(os.environ.get("KUBEDBT_GRACE_SECONDS", "30")),
@@ -127,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop_marker=args.stop_marker,
         selected_file=args.selected_file,
         state_run_results=args.state_run_results,
+        artifacts_url=args.artifacts_url,
     )
     received = wait_for_stop()
     logging.info("%s received: collecting results", received.name)

@@ -6,6 +6,11 @@
 # plain `go install` impossible: a throwaway wrapper module requires it and points every staging
 # module at its published v0.Y.Z release instead. Results are cached outside the repository under
 # $KUBEDBT_CACHE/bin/<component>-<version>/ so a second run costs nothing.
+#
+#   build-binaries.sh [cluster|minio]...
+#
+# With no argument it builds `cluster`, what up.sh needs. `minio` is the S3 server of the artifact
+# upload tests: it is no part of the cluster, so only tests/objectstore.py asks for it, on first use.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/cluster/versions.sh
@@ -95,16 +100,38 @@ go_install() { # name module@version dir
   GOBIN=$dir go install -trimpath -ldflags "${4:-}" "$target"
 }
 
+build_cluster() {
+  build_kubernetes
+  build_etcd
+  go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$HELM_BIN" \
+    "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$KWOK_BIN" "-s -w"
+  go_install registry "github.com/google/go-containerregistry/cmd/registry@$REGISTRY_VERSION" \
+    "$REGISTRY_BIN" "-s -w"
+}
+
+build_minio() {
+  go_install minio "github.com/minio/minio@$MINIO_VERSION" "$MINIO_BIN" "-s -w"
+}
+
+targets=("$@")
+((${#targets[@]})) || targets=(cluster)
+for target in "${targets[@]}"; do
+  case $target in
+    cluster | minio) ;;
+    *)
+      log "unknown target '$target' (known: cluster, minio)"
+      exit 2
+      ;;
+  esac
+done
+
 mkdir -p "$KUBEDBT_CACHE/bin"
 # Two callers at once (say up.sh beside a background build) would compile everything twice and
 # race on the same output directories; the second one waits here and then finds the cache.
 exec 9>"$KUBEDBT_CACHE/build.lock"
 flock 9
-build_kubernetes
-build_etcd
-go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$HELM_BIN" \
-  "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
-go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$KWOK_BIN" "-s -w"
-go_install registry "github.com/google/go-containerregistry/cmd/registry@$REGISTRY_VERSION" \
-  "$REGISTRY_BIN" "-s -w"
+for target in "${targets[@]}"; do
+  "build_$target"
+done
 log "binaries ready under $KUBEDBT_CACHE/bin"

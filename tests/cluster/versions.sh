@@ -7,6 +7,9 @@ HELM_VERSION=${HELM_VERSION:-v3.22.0}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 # go-containerregistry's registry: an empty registry on the node, for tests of pull errors.
 REGISTRY_VERSION=${REGISTRY_VERSION:-v0.22.1}
+# MinIO, an S3 server for the artifact upload tests (tests/objectstore.py). Not part of the cluster:
+# built on first use only. MinIO publishes no module tags, so this is the pseudo-version of a commit.
+MINIO_VERSION=${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}
 
 # Built binaries live outside the repository, keyed by version, so clean clones reuse them.
 KUBEDBT_CACHE=${KUBEDBT_CACHE:-/var/cache/kubedbt}
@@ -15,8 +18,10 @@ ETCD_BIN=$KUBEDBT_CACHE/bin/etcd-$ETCD_VERSION
 HELM_BIN=$KUBEDBT_CACHE/bin/helm-$HELM_VERSION
 KWOK_BIN=$KUBEDBT_CACHE/bin/kwok-$KWOK_VERSION
 REGISTRY_BIN=$KUBEDBT_CACHE/bin/registry-$REGISTRY_VERSION
+MINIO_BIN=$KUBEDBT_CACHE/bin/minio-$MINIO_VERSION
 
 # Runtime state of the cluster: certificates, etcd data, logs, pids. The admin kubeconfig is at
 # $KUBEDBT_STATE/admin.kubeconfig (documented in the README).
 KUBEDBT_STATE=${KUBEDBT_STATE:-/var/lib/kubedbt-cluster}
 export KUBEDBT_CACHE KUBEDBT_STATE K8S_VERSION ETCD_VERSION HELM_VERSION KWOK_VERSION REGISTRY_VERSION
+export MINIO_VERSION

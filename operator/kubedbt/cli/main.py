@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from kubedbt import __version__
-from kubedbt.cli import describe, logs, render, results, runs
+from kubedbt.cli import artifacts, describe, logs, render, results, runs
 from kubedbt.cli.cluster import Cluster, connect
 from kubedbt.cli.context import resolve
 from kubedbt.cli.errors import USAGE, CliError
@@ -101,6 +101,12 @@ def cluster_command(
         ), limit
     if args.command == "results":
         return functools.partial(results.show_results, wanted=args.run, output=args.output), timeout
+    if args.command == "artifacts":
+        # A download takes as long as the artifacts are large.
+        limit = None if args.download is not None else timeout
+        return functools.partial(
+            artifacts.show_artifacts, wanted=args.run, download=args.download
+        ), limit
     return functools.partial(describe.describe_run, wanted=args.run, now=now), timeout
 
 
@@ -171,6 +177,18 @@ def build_parser(prog: str = PLUGIN) -> argparse.ArgumentParser:
         choices=("text", "json"),
         default="text",
         help="text: the summary; json: the whole run_results.json",
+    )
+
+    stored = command(
+        "artifacts",
+        "List what the run copied to object storage (artifacts_url), or download it.",
+    )
+    stored.add_argument("run", help="the run's Job name, or a unique prefix of it")
+    stored.add_argument(
+        "--download",
+        type=Path,
+        metavar="DIR",
+        help="write the artifacts into DIR as dbt wrote them (usable as --state)",
     )
 
     described = command("describe", "Explain how a run ended, as the operator classifies it.")

@@ -27,6 +27,8 @@ ALLOWED: Final = (
     "sidecar_resources",
     "node_selector",
     "tolerations",
+    "artifacts_url",
+    "artifacts_secret",
 )
 
 

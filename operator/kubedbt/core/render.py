@@ -10,7 +10,8 @@ The pod has two containers that share an emptyDir mounted at /kubedbt:
   artifacts, and its log file is JSON (the evidence the classifier reads).
 - `results-uploader`, a native sidecar (an init container with restartPolicy Always), waits for
   the kubelet to stop it once dbt has exited, then writes run_results.json and a digest of the JSON
-  log into the ConfigMap. Only the sidecar gets a service account token.
+  log into the ConfigMap. Only the sidecar gets a service account token. With artifacts_url it
+  also copies target/ and the log to object storage; only it gets artifacts_secret's keys.
 
 The podFailurePolicy follows dbt's exit codes (https://docs.getdbt.com/reference/exit-codes):
 - 0: success.
@@ -36,6 +37,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from kubedbt.core import naming
+from kubedbt.core.artifacts import run_url
 from kubedbt.core.command import (
     ARTIFACTS_DIR,
     JSON_LOG_FILE,
@@ -371,17 +373,20 @@ def _dbt_container(spec: DbtRunSpec) -> dict[str, Any]:
 
 
 def _sidecar_container(spec: DbtRunSpec, identity: RunIdentity) -> dict[str, Any]:
+    args = [
+        "--configmap",
+        naming.results_configmap_name(identity),
+        "--target-path",
+        TARGET_PATH,
+        "--log-file",
+        JSON_LOG_FILE,
+    ]
+    if spec.artifacts_url is not None:
+        args += ["--artifacts-url", run_url(spec.artifacts_url, identity)]
     container = _kubedbt_container(
         spec,
         SIDECAR_CONTAINER,
-        [
-            "--configmap",
-            naming.results_configmap_name(identity),
-            "--target-path",
-            TARGET_PATH,
-            "--log-file",
-            JSON_LOG_FILE,
-        ],
+        args,
         [
             {"name": ARTIFACTS_VOLUME, "mountPath": ARTIFACTS_DIR, "readOnly": True},
             {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
@@ -396,6 +401,9 @@ def _sidecar_container(spec: DbtRunSpec, identity: RunIdentity) -> dict[str, Any
         },
         {"name": "KUBEDBT_GRACE_SECONDS", "value": str(spec.termination_grace_period)},
     ]
+    if spec.artifacts_secret is not None:
+        # Storage credentials reach this container only, never dbt's.
+        container["envFrom"] = [{"secretRef": {"name": spec.artifacts_secret}}]
     return container
 
 

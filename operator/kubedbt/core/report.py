@@ -37,4 +37,10 @@ def summary_lines(summary: Summary) -> list[str]:
         lines += [f"  {n['execution_time']:8.2f}s  {n['unique_id']}" for n in summary["slowest"]]
     if summary["dropped"]:
         lines.append(f"(the stored run_results left out: {', '.join(summary['dropped'])})")
+    artifacts = summary.get("artifacts")
+    if artifacts:
+        stored = f"{len(artifacts['objects'])} objects in {artifacts['seconds']:.1f}s"
+        lines.append(f"Artifacts: {artifacts['url']} ({stored})")
+        if artifacts["error"]:
+            lines.append(f"  the upload stopped short: {artifacts['error']}")
     return lines

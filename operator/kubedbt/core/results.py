@@ -6,7 +6,10 @@ The sidecar packs these into the ConfigMap the operator created:
 - `summary.json` (data): counts by status, failed nodes with messages, the slowest nodes, the
   sources that are not fresh, what was given up to fit;
 - `log_digest.json` (data): the error-level events of dbt's JSON log (code, name, message, node),
-  which is the classifier's evidence even when dbt wrote no run_results (exit code 2).
+  which is the classifier's evidence even when dbt wrote no run_results (exit code 2);
+- `lineage.json.gz` (binaryData): what the run read and wrote, extracted from dbt's manifest
+  (kubedbt.core.lineage), for OpenLineage and Airflow asset events; left out past LINEAGE_LIMIT.
+The summary's `artifacts` says where the run's whole target/ went when `artifacts_url` is set.
 and marks it with the annotation `kubedbt.io/upload-status`: `pending` (created, nothing uploaded
 yet), `uploaded` (results present), `no-results` (dbt wrote none; the digest says why) or `failed`
 (the sidecar could not read what dbt wrote; `kubedbt.io/upload-error` says why).
@@ -23,8 +26,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypedDict, TypeVar
 
+from kubedbt.core.artifacts import ArtifactsRecord
 from kubedbt.core.errors import shorten
 from kubedbt.core.interruption import Interruption
+from kubedbt.core.lineage import LineageDigest, parse_digest
 from kubedbt.core.unpacking import (
     UnreadableError,
     check_packed_size,
@@ -41,6 +46,9 @@ RUN_RESULTS_KEY: Final = "run_results.json.gz"
 SOURCES_KEY: Final = "sources.json.gz"
 SUMMARY_KEY: Final = "summary.json"
 LOG_DIGEST_KEY: Final = "log_digest.json"
+LINEAGE_KEY: Final = "lineage.json.gz"
+# Compressed lineage kept in the ConfigMap at most; past it, only artifact storage has it.
+LINEAGE_LIMIT: Final = 256 * 1024
 UPLOAD_STATUS: Final = "kubedbt.io/upload-status"
 UPLOAD_ERROR: Final = "kubedbt.io/upload-error"
 FRESHNESS_COMMAND: Final = "source freshness"
@@ -111,6 +119,8 @@ class Summary(TypedDict):
     dropped: list[str]
     # Set when the pod was stopped and the launcher interrupted dbt (kubedbt.core.interruption).
     interruption: Interruption | None
+    # Set when artifacts_url is: where the sidecar copied target/ and dbt.log, or why it could not.
+    artifacts: ArtifactsRecord | None
 
 
 class LogEvent(TypedDict):
@@ -132,6 +142,7 @@ class RunResults:
     log_events: list[LogEvent] = field(default_factory=list)
     upload_error: str | None = None
     sources: dict[str, Any] | None = None
+    lineage: LineageDigest | None = None
 
 
 def compact_json(value: Any) -> str:
@@ -251,6 +262,7 @@ class Tally:
             "freshness_omitted": self.stale - len(self.freshness),
             "dropped": dropped,
             "interruption": self.interruption,
+            "artifacts": None,
         }
 
 
@@ -344,6 +356,18 @@ def _artifact(text: Any, key: str) -> dict[str, Any]:
     return document
 
 
+def _lineage(text: Any, key: str) -> LineageDigest:
+    """The lineage digest from binaryData, read within the same bounds as an artifact."""
+    if not isinstance(text, str):
+        raise UnreadableError(f"{key} is not base64 text")
+    check_packed_size(len(text) // 4 * 3 - 2, name=key, limit=CONFIGMAP_LIMIT)
+    try:
+        packed = base64.b64decode(text, validate=True)
+    except ValueError as e:
+        raise UnreadableError(f"{key} is not valid base64 ({e})") from e
+    return parse_digest(gunzip_json(packed, name=key, limit=CONFIGMAP_LIMIT))
+
+
 def _data_json(text: Any, key: str) -> Any:
     if not isinstance(text, str):
         raise UnreadableError(f"{key} is not text")
@@ -360,7 +384,13 @@ def _summary(text: Any, key: str) -> Summary:
     value = _data_json(text, key)
     if isinstance(value, dict):
         # Older sidecars wrote none of these keys; readers take the defaults.
-        value = {"freshness": [], "freshness_omitted": 0, "interruption": None, **value}
+        value = {
+            "freshness": [],
+            "freshness_omitted": 0,
+            "interruption": None,
+            "artifacts": None,
+            **value,
+        }
     problem = type_error(value, Summary)
     if problem is not None:
         raise UnreadableError(f"{key} is not a run summary: {problem}")
@@ -409,8 +439,11 @@ def decode(configmap: Mapping[str, Any], *, artifacts: bool = True) -> RunResult
     events, events_error = _read(_log_events, data, LOG_DIGEST_KEY)
     run_results, run_results_error = _read(_artifact, binary, RUN_RESULTS_KEY)
     sources, sources_error = _read(_artifact, binary, SOURCES_KEY)
+    lineage, lineage_error = _read(_lineage, binary, LINEAGE_KEY)
     problems = [unknown, summary_error, events_error, run_results_error, sources_error]
-    errors = [annotations.get(UPLOAD_ERROR), *problems]
+    # A damaged lineage digest costs lineage only: the run's outcome does not depend on it.
+    errors_lineage = [lineage_error] if lineage_error else []
+    errors = [annotations.get(UPLOAD_ERROR), *problems, *errors_lineage]
     return RunResults(
         status="failed" if any(problems) else status,
         summary=summary,
@@ -418,4 +451,5 @@ def decode(configmap: Mapping[str, Any], *, artifacts: bool = True) -> RunResult
         log_events=events or [],
         upload_error="; ".join(e for e in errors if e) or None,
         sources=sources,
+        lineage=lineage,
     )

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import yaml
 
-from kubedbt.core import validate
+from kubedbt.core import artifacts, validate
 from kubedbt.core import validate_pod as pod
 from kubedbt.core.command import (
     ACCEPTED_BY,
@@ -124,6 +124,13 @@ class DbtRunSpec:
     sidecar_resources: dict[str, Any] = field(default_factory=dict)
     """Requests and limits of kubedbt's own containers (the uploader, restore-state); unset:
     requests 10m CPU and 64Mi, limit 128Mi (enough to upload a 50 MB run_results)."""
+    artifacts_url: str | None = None
+    """Object storage (s3://bucket/prefix, gs://..., az://...) the sidecar copies each try's
+    target/ and dbt.log to, under <dag_id>/<task_id>/<run_id>/try-<n>/, before the pod ends.
+    Credentials come from the pod's identity or artifacts_secret, never from the DAG."""
+    artifacts_secret: str | None = None
+    """A Secret whose keys become the uploader's environment (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...); the dbt container never sees it."""
 
     # --- job ---
     active_deadline_seconds: int | None = None
@@ -217,6 +224,12 @@ def _checked(spec: DbtRunSpec) -> dict[str, Any]:
         "pod_template": template,
         "sidecar_image": pod.image("sidecar_image", spec.sidecar_image),
         "sidecar_resources": pod.resources("sidecar_resources", spec.sidecar_resources),
+        "artifacts_url": None
+        if spec.artifacts_url is None
+        else artifacts.artifacts_url("artifacts_url", spec.artifacts_url),
+        "artifacts_secret": None
+        if spec.artifacts_secret is None
+        else v.dns_subdomain("artifacts_secret", spec.artifacts_secret),
         "active_deadline_seconds": v.optional_integer(
             "active_deadline_seconds", spec.active_deadline_seconds, minimum=1
         ),

@@ -7,6 +7,11 @@ freshness`) and dbt's JSON log from the shared emptyDir, packs them under the Co
 and patches the ConfigMap the operator created. It streams the files, result by result, because
 its memory limit is small and a large project's run_results is tens of MB.
 
+With `artifacts_url` set it first copies target/ and dbt.log to object storage
+(kubedbt.io.artifacts), within a share of the same grace period, and records where in the summary.
+It also extracts from dbt's manifest the lineage digest (kubedbt.core.lineage) that OpenLineage and
+Airflow asset events are built from.
+
 It never changes the pod's outcome: whatever fails, it logs what and exits 0. When the ConfigMap
 cannot be patched with results, it still tries to mark it `failed` with the reason, so a reader can
 tell "not uploaded yet" from "could not upload".
@@ -14,15 +19,19 @@ tell "not uploaded yet" from "could not upload".
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import signal
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubedbt.core import packing, results
+from kubedbt.core import lineage, packing, results
+from kubedbt.core.artifacts import ArtifactsRecord
 from kubedbt.core.errors import shorten
 from kubedbt.core.interruption import (
     Completion,
@@ -33,6 +42,7 @@ from kubedbt.core.interruption import (
 )
 from kubedbt.core.json_stream import json_members
 from kubedbt.io.api_errors import describe
+from kubedbt.io.artifacts import upload_run
 from kubedbt.io.kube import RunClient
 from kubedbt.io.retry import DEFAULT_POLICY
 
@@ -41,6 +51,8 @@ log = logging.getLogger("kubedbt.sidecar")
 # Seconds kept back from the grace period for the process to exit before SIGKILL.
 EXIT_MARGIN = 3.0
 REQUEST_TIMEOUT = (5.0, 15.0)
+# Seconds of the budget always left for the ConfigMap, which the run's outcome depends on.
+CONFIGMAP_RESERVE = 8.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,8 @@ class UploadTarget:
     stop_marker: Path | None = None
     selected_file: Path | None = None
     state_run_results: Path | None = None
+    # The run's folder in object storage (kubedbt.core.artifacts.run_url), when there is one.
+    artifacts_url: str | None = None
 
 
 def read_and_pack(
@@ -130,10 +144,71 @@ def patch_body(
     }
 
 
-async def upload(client: RunClient, target: UploadTarget) -> results.UploadStatus:
-    """Read, pack and patch; returns the status written. Raises when the API keeps refusing."""
+def node_statuses(target: UploadTarget) -> dict[str, str]:
+    """{unique_id: status} of what dbt ran, streamed from run_results.json (or sources.json)."""
+    for name in ("run_results.json", "sources.json"):
+        path = target.target_path / name
+        if path.exists():
+            with path.open(encoding="utf-8") as stream:
+                return lineage.run_statuses(json_members(stream))
+    return {}
+
+
+def lineage_digest(target: UploadTarget) -> bytes | None:
+    """The gzip of the run's lineage digest, or None without a manifest (or when unreadable)."""
+    manifest = target.target_path / "manifest.json"
+    if not manifest.exists():
+        return None
     try:
-        data, binary, status = read_and_pack(target)
+        statuses = node_statuses(target)
+        with manifest.open(encoding="utf-8") as stream:
+            digest = lineage.extract(json_members(stream, objects=lineage.STREAMED), statuses)
+    except (OSError, ValueError) as e:
+        log.warning("no lineage: could not read the manifest: %s", describe(e))
+        return None
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    return packer.compress(json.dumps(digest, separators=(",", ":")).encode()) + packer.flush()
+
+
+def _with_extras(
+    data: dict[str, str],
+    binary: dict[str, str],
+    digest: bytes | None,
+    record: ArtifactsRecord | None,
+) -> None:
+    """Add the lineage digest (when it fits its share) and the artifacts record to the payload."""
+    if results.SUMMARY_KEY not in data:
+        return
+    summary = json.loads(data[results.SUMMARY_KEY])
+    summary["artifacts"] = record
+    if digest is not None and len(digest) <= results.LINEAGE_LIMIT:
+        binary[results.LINEAGE_KEY] = base64.b64encode(digest).decode()
+    elif digest is not None:
+        summary["dropped"] = [*summary["dropped"], "lineage"]
+    data[results.SUMMARY_KEY] = json.dumps(summary)
+
+
+async def upload(
+    client: RunClient, target: UploadTarget, *, artifacts_budget: float = 30.0
+) -> results.UploadStatus:
+    """Copy artifacts (if asked), read, pack and patch; returns the status written.
+
+    Raises when the API keeps refusing the patch; the artifacts upload never raises.
+    """
+    record = None
+    try:
+        digest = lineage_digest(target)
+        if target.artifacts_url is not None:
+            record = await upload_run(
+                target.artifacts_url,
+                target_path=target.target_path,
+                log_file=target.log_file,
+                lineage=digest,
+                budget=artifacts_budget,
+            )
+        limit = results.CONFIGMAP_LIMIT - min(len(digest or b""), results.LINEAGE_LIMIT)
+        data, binary, status = read_and_pack(target, limit=limit)
+        _with_extras(data, binary, digest, record)
         error = None
     except (OSError, ValueError) as e:
         log.exception("could not read dbt's artifacts")
@@ -169,7 +244,9 @@ async def upload_within(api_client: Any, target: UploadTarget, *, grace_seconds:
     budget = max(1.0, grace_seconds - EXIT_MARGIN)
     try:
         client = RunClient(api_client, DEFAULT_POLICY.within(budget * 0.8))
-        status = await upload(client, target)
+        # The ConfigMap decides the run's outcome: artifact storage gets what it can spare.
+        artifacts_budget = max(1.0, min(budget * 0.7, budget - CONFIGMAP_RESERVE))
+        status = await upload(client, target, artifacts_budget=artifacts_budget)
         log.info("upload finished: %s in %.1fs", status, time.monotonic() - started)
     except Exception as e:  # the pod's outcome must never depend on the upload
         log.exception("upload failed")
