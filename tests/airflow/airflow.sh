@@ -297,6 +297,10 @@ render_env() {
   # A triggerer takes over the triggers of one whose heartbeat (every 5s) is this old: a restarted
   # triggerer adopts what its SIGKILLed predecessor ran within ~15s.
   env_line AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD 15
+  # The OpenLineage provider writes each event as a line of this file, for tests to check.
+  env_line AIRFLOW__OPENLINEAGE__NAMESPACE kubedbt-tests
+  env_line AIRFLOW__OPENLINEAGE__TRANSPORT \
+    "{\"type\": \"file\", \"log_file_path\": \"$airflow_state/openlineage.jsonl\", \"append\": true}"
   env_line AIRFLOW_CONN_KUBERNETES_DEFAULT \
     "{\"conn_type\": \"kubernetes\", \"extra\": {\"kube_config_path\": \"$airflow_kubeconfig\"}}"
 }

@@ -248,6 +248,17 @@ class AirflowClient:
         entry: JSON = self._request("GET", path, params={"map_index": str(map_index)})
         return entry["value"]
 
+    def links(self, dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:
+        """The task instance's extra links, by name, as the UI gets them."""
+        found: JSON = self._request("GET", f"{_ti_path(dag_id, run_id, task_id)}/links")
+        return dict(found.get("extra_links") or {})
+
+    def asset_events(self, **filters: str) -> list[JSON]:
+        """Asset events (source_dag_id=..., source_run_id=...), oldest first."""
+        params = {"order_by": "timestamp", "limit": "100", **filters}
+        found: JSON = self._request("GET", "/api/v2/assets/events", params=params)
+        return list(found.get("asset_events") or [])
+
     # --- plumbing ---
 
     def _wait(self, what: str, check: Callable[[], tuple[T | None, str]], timeout: float) -> T:

@@ -15,25 +15,27 @@ an AirflowFailException (not).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar, Final, Literal, get_args
 
-from airflow.sdk import BaseOperator, Context, conf
+from airflow.sdk import AssetAlias, BaseOperator, Context, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
-from airflow.sdk.log import mask_secret
 
+from kubedbt.airflow import lineage, links, params
 from kubedbt.airflow.events import RunEvent, run_event
+from kubedbt.airflow.links import ARTIFACTS_FIELDS, JOB_FIELDS, LINKS, RunLinks, url_template
 from kubedbt.airflow.trigger import ConnectionArgs, DbtJobTrigger, TriggerArgs
 from kubedbt.core import naming, results
-from kubedbt.core.classify import RETRYABLE, OutcomeKind, classify
+from kubedbt.core.artifacts import run_url
+from kubedbt.core.classify import RETRYABLE, classify
 from kubedbt.core.defaults import CONFIGMAP_NAME, apply_defaults, parse_defaults
 from kubedbt.core.errors import InvalidSpecError, KubedbtError
 from kubedbt.core.naming import RunIdentity
 from kubedbt.core.report import summary_lines
 from kubedbt.core.spec import DbtRunSpec, field_names
+from kubedbt.core.warehouse import check_warehouse_uri
 from kubedbt.io.api_errors import KubeApiError
 from kubedbt.io.kube import RunClient
 from kubedbt.io.launch import Launched, launch_run
@@ -56,7 +58,6 @@ ABANDONED: Final = frozenset(
         "container_config_error",
     }
 )
-SENSITIVE_NAME_PARTS: Final = ("PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "PASS")
 EXECUTION_MARGIN: Final = 10.0
 # Seconds on_kill may take: Airflow's supervisor sends SIGKILL 5 s after its SIGTERM.
 ON_KILL_BUDGET: Final = 4.0
@@ -88,6 +89,16 @@ class DbtJobOperator(BaseOperator):
     :param log_tail_lines: lines of dbt's log shown in the task log when a run fails.
     :param defaults_configmap: the namespace's ConfigMap of defaults (the helm chart's
         `kubedbt-defaults`) for parameters the DAG leaves unset; None to ignore it.
+    :param warehouse_uri: the warehouse as lineage names it (postgres://host:5432,
+        duckdb:///path/file.duckdb): the namespace of OpenLineage datasets and the base of the
+        Airflow asset URIs emitted for each model, seed and snapshot built. No credentials.
+    :param asset_alias: the AssetAlias (declared among the outlets) the asset events go
+        through; default kubedbt/<dag_id>/<task_id>.
+    :param docs_url: the project's dbt docs site, for the task's "dbt docs" link.
+    :param job_url_template: the "Kubernetes Job" link, with {namespace} and {job_name};
+        default [kubedbt] job_url_template in Airflow's configuration.
+    :param artifacts_link_template: the "dbt artifacts" link, with {url}, {bucket} and
+        {prefix}; default [kubedbt] artifacts_link_template, else the S3 or GCS console.
     """
 
     template_fields: Sequence[str] = (
@@ -110,6 +121,7 @@ class DbtJobOperator(BaseOperator):
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"vars": "json", "macro_args": "json"}
     ui_color = "#ff694a"
+    operator_extra_links = LINKS
 
     def __init__(
         self,
@@ -129,6 +141,13 @@ class DbtJobOperator(BaseOperator):
         pod_template_file: str | None = None,
         pod_template_dict: Mapping[str, Any] | None = None,
         defaults_configmap: str | None = CONFIGMAP_NAME,
+        warehouse_uri: str | None = None,
+        asset_alias: str | None = None,
+        docs_url: str | None = None,
+        job_url_template: str | None = conf.get("kubedbt", "job_url_template", fallback=None),
+        artifacts_link_template: str | None = conf.get(
+            "kubedbt", "artifacts_link_template", fallback=None
+        ),
         **kwargs: Any,
     ) -> None:
         spec_values = {name: kwargs.pop(name) for name in list(kwargs) if name in SPEC_PARAMETERS}
@@ -144,23 +163,38 @@ class DbtJobOperator(BaseOperator):
             setattr(self, name, value)
         for name in self.template_fields:
             if not hasattr(self, name):
-                setattr(self, name, _default(name))
+                setattr(self, name, params.default(name))
         self.connection = ConnectionArgs(
             kubernetes_conn_id, cluster_context, config_file, in_cluster
         )
         self.deferrable = deferrable
-        self.startup_timeout = _positive("startup_timeout", startup_timeout)
-        self.results_timeout = _positive("results_timeout", results_timeout)
-        self.retry_strategy = _choice("retry_strategy", retry_strategy, get_args(RetryStrategy))
-        self.on_finish_action = _choice(
+        self.startup_timeout = params.positive("startup_timeout", startup_timeout)
+        self.results_timeout = params.positive("results_timeout", results_timeout)
+        self.retry_strategy = params.choice(
+            "retry_strategy", retry_strategy, get_args(RetryStrategy)
+        )
+        self.on_finish_action = params.choice(
             "on_finish_action", on_finish_action, get_args(OnFinishAction)
         )
         self.push_run_results = push_run_results
-        self.retryable_failures = _retryable_overrides(retryable_failures)
+        self.retryable_failures = params.retryable_overrides(retryable_failures)
         self.log_tail_lines = log_tail_lines
         self.defaults_configmap = defaults_configmap
         self.api_retry_policy = RetryPolicy()
+        self.warehouse_uri = check_warehouse_uri("warehouse_uri", warehouse_uri)
+        self.run_links = RunLinks(
+            job_template=url_template("job_url_template", job_url_template, JOB_FIELDS),
+            artifacts_template=url_template(
+                "artifacts_link_template", artifacts_link_template, ARTIFACTS_FIELDS
+            ),
+            docs_url=links.http_url("docs_url", docs_url),
+        )
+        # Declared even without warehouse_uri: BigQuery's relations are named without one.
+        owner = f"{self.dag_id}/{self.task_id}" if self.has_dag() else self.task_id  # type: ignore[no-untyped-call]
+        self.asset_alias = asset_alias or f"kubedbt/{owner}"
+        self.outlets = [*self.outlets, AssetAlias(self.asset_alias)]
         self._running: tuple[str, str] | None = None
+        self._finished: results.RunResults | None = None
         # Validate now what templating cannot change, so a bad DAG fails at parse time.
         self._spec(early=True)
 
@@ -170,11 +204,11 @@ class DbtJobOperator(BaseOperator):
         """The spec parameters as the DAG gave them (rendered, unless `early`)."""
         values: dict[str, Any] = {}
         for name in [*self.spec_parameters, *self.template_fields]:
-            value = _plain(getattr(self, name, _default(name)))
-            if early and name in self.template_fields and _templated(value):
-                value = _default(name)
+            value = params.plain(getattr(self, name, params.default(name)))
+            if early and name in self.template_fields and params.templated(value):
+                value = params.default(name)
             if name == "env_vars" and isinstance(value, Mapping):
-                value = {key: _env_value(item) for key, item in value.items()}
+                value = {key: params.env_value(item) for key, item in value.items()}
             values[name] = value
         if early and values.get("image") is None:
             # The image may come from the namespace's defaults, read at execute time.
@@ -205,6 +239,9 @@ class DbtJobOperator(BaseOperator):
         identity = self._identity(context)
         launched, spec = self._run_async(self._launch(self._spec_values(), identity))
         self._running = (launched.run.job_name, launched.run.namespace)
+        self.run_links.job = self._running
+        if spec.artifacts_url is not None:
+            self.run_links.artifacts_url = run_url(spec.artifacts_url, launched.identity)
         self._announce(context, launched)
         args = self._trigger_args(spec, launched.identity, launched.run.job_name)
         if self.deferrable:
@@ -226,7 +263,7 @@ class DbtJobOperator(BaseOperator):
                 found = await client.read_configmap(self.defaults_configmap, values["namespace"])
                 values = apply_defaults(values, parse_defaults(found), self.spec_parameters)
             spec = DbtRunSpec.from_mapping(values)  # InvalidSpecError: nothing created yet
-            _mask_sensitive_env(spec)
+            params.mask_sensitive_env(spec)
             resume = self.retry_strategy == "failed_nodes" and spec.command in RESUMABLE_COMMANDS
             launched = await launch_run(
                 client,
@@ -326,18 +363,22 @@ class DbtJobOperator(BaseOperator):
         """Report the run, clean up per on_finish_action, and succeed or raise."""
         run: RunEvent = event  # type: ignore[assignment]
         self._running = None
+        self.run_links.job = (run["job_name"], run["namespace"])
         summary = run["summary"]
+        if summary is not None and summary.get("artifacts"):
+            self.run_links.artifacts_url = summary["artifacts"]["url"]  # type: ignore[index]
         if summary is not None:
             for line in summary_lines(summary):
                 self.log.info("%s", line)
         if run["status"] != "success" and run["log_tail"]:
             self.log.info("last lines of dbt's log:\n%s", run["log_tail"])
-        run_results = self._run_async(self._finish(run))
+        self._finished = self._run_async(self._finish(run))
         ti = context["ti"]
-        if run_results is not None:
-            ti.xcom_push(key="run_results", value=run_results)
+        if self.push_run_results and self._finished is not None:
+            ti.xcom_push(key="run_results", value=self._finished.run_results)
         if run["status"] == "success":
             self.log.info("dbt succeeded (Job %s/%s)", run["namespace"], run["job_name"])
+            self._emit_assets(context)
             return summary
         ti.xcom_push(key="summary", value=summary)
         outcome = {"kind": run["kind"], "retryable": self._retryable(run), "reason": run["reason"]}
@@ -355,28 +396,52 @@ class DbtJobOperator(BaseOperator):
             return run["retryable"]
         return self.retryable_failures.get(kind, RETRYABLE[kind])
 
-    async def _finish(self, run: RunEvent) -> dict[str, Any] | None:
-        """Read the full run_results when asked for, then delete the Job if that is the policy."""
+    async def _finish(self, run: RunEvent) -> results.RunResults | None:
+        """Read the whole results ConfigMap, then delete the Job if that is the policy.
+
+        The trigger's event carries the summary only; run_results (push_run_results) and the
+        lineage digest (OpenLineage, asset events) are read here, once, before the Job and its
+        ConfigMap may go.
+        """
         succeeded = run["status"] == "success"
         delete = run["kind"] != "job_deleted" and (
             self.on_finish_action == "delete_job"
             or (self.on_finish_action == "delete_succeeded_job" and succeeded)
             or run["kind"] in ABANDONED
         )
-        if not delete and not self.push_run_results:
-            return None
-        run_results = None
+        finished = None
         async with self.connection.async_hook().get_conn() as api_client:
             client = RunClient(api_client, self.api_retry_policy)
-            if self.push_run_results:
-                name = run["job_name"] + naming.RESULTS_SUFFIX
-                configmap = await client.read_configmap(name, run["namespace"])
-                if configmap is not None:
-                    run_results = results.decode(configmap).run_results
+            name = run["job_name"] + naming.RESULTS_SUFFIX
+            configmap = await client.read_configmap(name, run["namespace"])
+            if configmap is not None:
+                finished = results.decode(configmap)
             if delete:
                 await client.delete_job(run["job_name"], run["namespace"])
                 self.log.info("deleted Job %s/%s", run["namespace"], run["job_name"])
-        return run_results
+        return finished
+
+    def _emit_assets(self, context: Context) -> None:
+        """An asset event for each model, seed and snapshot the run built."""
+        digest = self._finished.lineage if self._finished is not None else None
+        emitted = lineage.emit_run_assets(context, digest, self.warehouse_uri, self.asset_alias)
+        self.log.info("%s", emitted)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The run's inputs and outputs for the OpenLineage provider, from the lineage digest."""
+        return self._openlineage()
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """What a failed run read and what it did build, for the OpenLineage provider."""
+        return self._openlineage()
+
+    def _openlineage(self) -> Any:
+        if self._finished is None or self.run_links.job is None:
+            return None
+        job_name, namespace = self.run_links.job
+        return lineage.operator_lineage(
+            self._finished.lineage, self.warehouse_uri, job_name=job_name, namespace=namespace
+        )
 
     def on_kill(self) -> None:
         """Stop this try's run the way dbt wants to be stopped when the task is killed.
@@ -422,78 +487,3 @@ class DbtJobOperator(BaseOperator):
         except KubeApiError as e:  # a request no step of the run wrapped; sanitized already
             error = AirflowException(f"a Kubernetes API request failed: {e}")
         raise error from None
-
-
-def _default(name: str) -> Any:
-    for item in dataclasses.fields(DbtRunSpec):
-        if item.name == name:
-            if item.default is not dataclasses.MISSING:
-                return item.default
-            if item.default_factory is not dataclasses.MISSING:
-                return item.default_factory()
-            return None
-    return None
-
-
-def _templated(value: Any) -> bool:
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
-    if isinstance(value, Mapping):
-        return any(_templated(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_templated(v) for v in value)
-    return False
-
-
-def _plain(value: Any) -> Any:
-    """Kubernetes client models (V1Toleration, V1ResourceRequirements, ...) as API dicts."""
-    if hasattr(value, "openapi_types") and hasattr(value, "to_dict"):
-        from kubernetes.client import ApiClient
-
-        return ApiClient().sanitize_for_serialization(value)
-    if isinstance(value, list) and any(hasattr(v, "openapi_types") for v in value):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _env_value(value: Any) -> Any:
-    """Native template rendering turns "5432" into 5432; env values are strings again here."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (int, float)):
-        return str(value)
-    return value
-
-
-def _mask_sensitive_env(spec: DbtRunSpec) -> None:
-    """Tell Airflow's secret masker about env values whose names look like credentials."""
-    for entry in spec.env_vars:
-        name = entry["name"].upper()
-        if "value" in entry and any(part in name for part in SENSITIVE_NAME_PARTS):
-            mask_secret(entry["value"], entry["name"])
-
-
-def _positive(parameter: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise InvalidSpecError(parameter, f"must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _choice(parameter: str, value: str, allowed: Sequence[str]) -> Any:
-    if value not in allowed:
-        raise InvalidSpecError(parameter, f"{value!r} is not one of {', '.join(allowed)}")
-    return value
-
-
-def _retryable_overrides(value: Mapping[str, bool] | None) -> dict[OutcomeKind, bool]:
-    overrides: dict[OutcomeKind, bool] = {}
-    for kind, retryable in (value or {}).items():
-        if kind not in RETRYABLE or kind == "success":
-            known = ", ".join(k for k in RETRYABLE if k != "success")
-            raise InvalidSpecError(
-                "retryable_failures", f"unknown failure kind {kind!r}; known: {known}"
-            )
-        if not isinstance(retryable, bool):
-            raise InvalidSpecError(f"retryable_failures[{kind!r}]", "expected true or false")
-        overrides[kind] = retryable
-    return overrides
