@@ -6,10 +6,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from airflow.sdk import AssetAlias
 from kubernetes.client import V1ResourceRequirements, V1Toleration
 
 from kubedbt import DbtRunSpec, InvalidSpecError, RunIdentity, render_job
 from kubedbt.airflow import DbtJobOperator
+from kubedbt.airflow.links import LINKS
 from kubedbt.core.progress import RunProgress
 
 BASE: dict[str, Any] = {"task_id": "dbt", "command": "build", "image": "kubedbt/dbt:dev"}
@@ -29,6 +31,13 @@ BASE: dict[str, Any] = {"task_id": "dbt", "command": "build", "image": "kubedbt/
         ({"on_finish_action": "delete_pod"}, "on_finish_action"),
         ({"retryable_failures": {"test_failed": True}}, "retryable_failures"),
         ({"pod_template_file": "/a.yaml", "pod_template_dict": {}}, "pod_template_file"),
+        ({"artifacts_url": "http://minio:9000/bucket"}, "artifacts_url"),
+        ({"artifacts_secret": "Not_A_Secret"}, "artifacts_secret"),
+        ({"warehouse_uri": "postgres://dbt:hunter2@warehouse:5432"}, "warehouse_uri"),
+        ({"warehouse_uri": "oracle://warehouse"}, "warehouse_uri"),
+        ({"docs_url": "docs.example.com"}, "docs_url"),
+        ({"job_url_template": "https://k8s.example.com/{pod}"}, "job_url_template"),
+        ({"artifacts_link_template": "https://minio/{bucket"}, "artifacts_link_template"),
     ],
 )
 def test_bad_parameters_fail_at_parse_time(overrides: dict[str, Any], parameter: str) -> None:
@@ -90,3 +99,41 @@ def test_the_watch_limits_on_the_job_are_those_describe_judges_by() -> None:
     assert (progress.startup_timeout, progress.results_timeout) == (45.0, 20.0)
     # dbt is stopped the grace period and a margin before Airflow's timeout, to report in time.
     assert progress.execution_timeout == watched.limits.execution_timeout == 3600.0 - 50 - 10
+
+
+def test_secrets_in_a_warehouse_uri_are_never_echoed() -> None:
+    with pytest.raises(InvalidSpecError) as caught:
+        DbtJobOperator(**BASE, warehouse_uri="postgres://dbt:hunter2@warehouse:5432")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_links_point_at_the_run() -> None:
+    operator = DbtJobOperator(
+        **BASE,
+        docs_url="https://docs.example.com/",
+        job_url_template="https://k8s.example.com/#/job/{namespace}/{job_name}",
+        artifacts_link_template="https://minio.example.com/browser/{bucket}/{prefix}",
+    )
+    job, artifacts, docs = (link.get_link(operator, ti_key=None) for link in LINKS)
+    assert (job, artifacts) == ("", "")  # nothing ran yet: the UI shows them disabled
+    assert docs == "https://docs.example.com/"
+    operator.run_links.job = ("dbt-daily-build-3f2a9c1b0e-t1", "analytics")
+    operator.run_links.artifacts_url = "s3://dbt/prod/daily/build/manual__2026+00:00/try-1/"
+    job, artifacts, _ = (link.get_link(operator, ti_key=None) for link in LINKS)
+    assert job == "https://k8s.example.com/#/job/analytics/dbt-daily-build-3f2a9c1b0e-t1"
+    assert artifacts == (
+        "https://minio.example.com/browser/dbt/prod/daily/build/manual__2026%2B00%3A00/try-1/"
+    )
+    # Without a template, S3 folders link to the AWS console.
+    plain = DbtJobOperator(**{**BASE, "task_id": "plain"})
+    plain.run_links.artifacts_url = "s3://dbt/prod/"
+    assert LINKS[1].get_link(plain, ti_key=None) == (
+        "https://s3.console.aws.amazon.com/s3/buckets/dbt?prefix=prod%2F"
+    )
+
+
+def test_the_asset_alias_is_an_outlet() -> None:
+    operator = DbtJobOperator(**BASE, warehouse_uri="postgres://warehouse:5432")
+    assert AssetAlias("kubedbt/dbt") in operator.outlets
+    named = DbtJobOperator(**{**BASE, "task_id": "named"}, asset_alias="marts")
+    assert AssetAlias("marts") in named.outlets
