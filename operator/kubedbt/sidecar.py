@@ -151,5 +151,19 @@ async def _upload(target: UploadTarget, grace_seconds: float) -> None:
         await upload_within(api_client, target, grace_seconds=grace_seconds)
 
 
+def entry() -> None:
+    """The console script: main(), then an exit that skips the interpreter's teardown.
+
+    obstore's runtime threads can abort a normal interpreter exit (SIGABRT, "exception not
+    rethrown"), which would turn the uploader's exit 0 into 134: everything is flushed, and the
+    process ends here.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

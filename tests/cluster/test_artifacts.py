@@ -177,6 +177,16 @@ def test_a_run_copies_its_artifacts_under_its_own_folder(
     assert not [e for e in dbt.env or [] if e.name.startswith("AWS_")]
     (uploader,) = [c for c in pod.init_containers if c.name == naming.SIDECAR_CONTAINER]
     assert [e.secret_ref.name for e in uploader.env_from] == [SECRET]
+    # ... and it exits 0 after talking to the store (obstore's threads must not abort the exit).
+    (ran,) = (
+        client.CoreV1Api(api_client)
+        .list_namespaced_pod(namespace, label_selector=f"job-name={job_name}")
+        .items
+    )
+    (status,) = [
+        s for s in ran.status.init_container_statuses if s.name == naming.SIDECAR_CONTAINER
+    ]
+    assert status.state.terminated.exit_code == 0, status.state
 
     # kubectl dbt artifacts, with this machine's credentials for the store.
     for key, value in store.env().items():

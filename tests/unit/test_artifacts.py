@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
 import shutil
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,8 @@ def test_artifacts_urls_are_normalised(given: str, normalised: str) -> None:
         ("/data/artifacts", "unsupported scheme none"),
         ("http://minio:9000/bucket", "unsupported scheme http://"),
         ("s3://AKIAEXAMPLE:hunter2@bucket/x", "must not carry credentials"),
+        # AWS secret keys often hold a "/", which urlsplit takes for the start of the path.
+        ("s3://AKIAEXAMPLE:hunter2/K7MDENG@bucket/x", "must not carry credentials"),
         ("s3:///prefix", "names no bucket"),
         ("s3://bucket/x?versionId=1", "query"),
         ("s3://bucket/a/../b", ". or .."),
@@ -146,6 +150,29 @@ def test_a_store_that_cannot_be_written_is_reported_not_raised(
         )
     )
     assert record["error"] is not None
+    assert record["objects"] == []
+
+
+def test_a_store_too_slow_is_abandoned_at_the_deadline(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.mkdir()
+    # Random bytes do not compress: 64 MB to push through gzip takes far longer than 0.2 s.
+    with (target / "manifest.json").open("wb") as out:
+        for _ in range(64):
+            out.write(os.urandom(1 << 20))
+    (tmp_path / "store").mkdir()
+    started = time.monotonic()
+    record = asyncio.run(
+        upload_run(
+            f"file://{tmp_path}/store/",
+            target_path=target,
+            log_file=tmp_path / "no.log",
+            lineage=None,
+            budget=0.2,
+        )
+    )
+    assert time.monotonic() - started < 5
+    assert record["error"] == "the upload did not finish within 0.2s"
     assert record["objects"] == []
 
 

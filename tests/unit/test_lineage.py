@@ -234,6 +234,8 @@ def test_the_manifest_is_read_one_node_at_a_time(built: dict[str, Artifacts]) ->
             # One node (and a read or two past it) is all that was read of the nodes.
             assert stream.read_so_far < text.index(unique_id) + len(json.dumps(node)) + 3 * 4096
             break
+    else:
+        pytest.fail("the manifest's nodes were never yielded")
 
 
 def test_extracting_costs_far_less_memory_than_loading_the_manifest(

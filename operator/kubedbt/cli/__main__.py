@@ -1,7 +1,5 @@
 """`python -m kubedbt.cli`, the same as `kubectl dbt`."""
 
-import sys
+from kubedbt.cli.main import entry
 
-from kubedbt.cli.main import main
-
-sys.exit(main())
+entry()

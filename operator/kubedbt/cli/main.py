@@ -54,6 +54,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def entry() -> None:
+    """The console script: main(), then an exit that skips the interpreter's teardown.
+
+    After `artifacts`, obstore's runtime threads can abort a normal interpreter exit (SIGABRT),
+    which would turn a scripted download's 0 into 134.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _fail(message: str, exit_code: int) -> int:
     print(f"error: {message}", file=sys.stderr)
     return exit_code

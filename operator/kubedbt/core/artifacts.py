@@ -25,7 +25,7 @@ from kubedbt.core.errors import InvalidSpecError
 from kubedbt.core.naming import RunIdentity
 
 # The schemes obstore reads credentials for from the pod's identity or its environment.
-SCHEMES: Final = ("s3", "gs", "az", "abfs")
+SCHEMES: Final = ("s3", "gs", "az")
 INDEX_OBJECT: Final = "kubedbt-artifacts.json"
 TARGET_ARCHIVE: Final = "target.tar.gz"
 LOG_OBJECT: Final = "dbt.log.gz"
@@ -75,8 +75,8 @@ def artifacts_url(parameter: str, value: object) -> str:
             f"unsupported scheme {parts.scheme + '://' if parts.scheme else 'none'}; "
             f"use one of {', '.join(s + '://' for s in SCHEMES)}",
         )
-    if "@" in parts.netloc:
-        # Never echo it: what precedes the @ may be a key.
+    if "@" in value:
+        # Never echo it: what precedes the @ may be a key (whose "/" urlsplit takes for a path).
         raise InvalidSpecError(
             parameter,
             "must not carry credentials; give them to the pod's identity or artifacts_secret",

@@ -434,12 +434,14 @@ def decode(configmap: Mapping[str, Any], *, artifacts: bool = True) -> RunResult
     status = annotations.get(UPLOAD_STATUS, "pending")
     unknown = None if status in UPLOAD_STATUSES else f"unknown upload status {status!r}"
     data = configmap.get("data") or {}
-    binary = (configmap.get("binaryData") or {}) if artifacts else {}
+    everything = configmap.get("binaryData") or {}
+    binary = everything if artifacts else {}
     summary, summary_error = _read(_summary, data, SUMMARY_KEY)
     events, events_error = _read(_log_events, data, LOG_DIGEST_KEY)
     run_results, run_results_error = _read(_artifact, binary, RUN_RESULTS_KEY)
     sources, sources_error = _read(_artifact, binary, SOURCES_KEY)
-    lineage, lineage_error = _read(_lineage, binary, LINEAGE_KEY)
+    # Small (LINEAGE_LIMIT), so read even when the artifacts are not.
+    lineage, lineage_error = _read(_lineage, everything, LINEAGE_KEY)
     problems = [unknown, summary_error, events_error, run_results_error, sources_error]
     # A damaged lineage digest costs lineage only: the run's outcome does not depend on it.
     errors_lineage = [lineage_error] if lineage_error else []

@@ -76,8 +76,9 @@ def warehouse(value: object, *, parameter: str = "warehouse_uri") -> Warehouse:
     try:
         parts = urlsplit(value)
         port = parts.port
-    except ValueError as e:
-        raise InvalidSpecError(parameter, f"is not a valid URI ({e})") from e
+    except ValueError:
+        # urllib's message quotes the part it could not read, which may be a password.
+        raise InvalidSpecError(parameter, "is not a valid URI (host or port)") from None
     scheme = _SCHEME_ALIASES.get(parts.scheme.lower(), parts.scheme.lower())
     adapter = ADAPTERS.get(scheme)
     if adapter is None:
@@ -85,7 +86,7 @@ def warehouse(value: object, *, parameter: str = "warehouse_uri") -> Warehouse:
         raise InvalidSpecError(parameter, f"scheme {parts.scheme!r} is not supported: {supported}")
     if adapter.address == "none":
         raise InvalidSpecError(parameter, "BigQuery's is always 'bigquery' (or leave it unset)")
-    if "@" in parts.netloc:
+    if "@" in value:
         raise InvalidSpecError(
             parameter,
             "must not hold credentials (user or password): give only the warehouse's address, "

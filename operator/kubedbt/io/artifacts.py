@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import tarfile
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -46,6 +47,8 @@ from kubedbt.core.errors import shorten
 log = logging.getLogger("kubedbt.artifacts")
 
 CHUNK = 1 << 20
+# Parts of a multipart upload in flight at once: each holds a 5 MB chunk in the sidecar's memory.
+CONCURRENCY = 2
 # Names of environment variables whose values never appear in an error kubedbt reports.
 _SENSITIVE = re.compile(r"SECRET|KEY|TOKEN|PASSWORD|CREDENTIAL|SAS", re.IGNORECASE)
 
@@ -123,16 +126,26 @@ def redact(message: str) -> str:
     return message
 
 
-async def _put(store: Any, name: str, chunks: Iterator[bytes] | bytes) -> StoredObject:
+class _AbandonedError(Exception):
+    """Raised into obstore's reading of a file once the upload's deadline has passed."""
+
+
+async def _put(
+    store: Any, name: str, chunks: Iterator[bytes] | bytes, stop: threading.Event
+) -> StoredObject:
     size = 0
 
     def counted() -> Iterator[bytes]:
+        # obstore pulls this generator on a thread of its own, which cancelling the awaiting
+        # task does not stop: past the deadline it ends the upload here instead.
         nonlocal size
         for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
+            if stop.is_set():
+                raise _AbandonedError(name)
             size += len(chunk)
             yield chunk
 
-    await obstore.put_async(store, name, counted(), use_multipart=None)
+    await obstore.put_async(store, name, counted(), max_concurrency=CONCURRENCY)
     return {"name": name, "bytes": size}
 
 
@@ -152,15 +165,18 @@ async def upload_run(
     started = time.monotonic()
     stored: list[StoredObject] = []
     error: str | None = None
+    stop = threading.Event()
     try:
         store = open_store(url, timeout=budget)
         await asyncio.wait_for(
-            _upload_all(store, stored, target_path, log_file, lineage), timeout=budget
+            _upload_all(store, stored, target_path, log_file, lineage, stop), timeout=budget
         )
     except asyncio.TimeoutError:
-        error = f"the upload did not finish within {budget:.0f}s"
+        error = f"the upload did not finish within {budget:.1f}s"
     except Exception as e:  # any failure of the store: the run's outcome must not depend on it
         error = shorten(redact(f"{type(e).__name__}: {e}"), 500)
+    finally:
+        stop.set()
     seconds = round(time.monotonic() - started, 3)
     if error is not None:
         log.warning("artifacts upload to %s stopped: %s", url, error)
@@ -175,19 +191,20 @@ async def _upload_all(
     target_path: Path,
     log_file: Path,
     lineage: bytes | None,
+    stop: threading.Event,
 ) -> None:
     for file_name in JSON_ARTIFACTS:
         path = target_path / file_name
         if path.is_file():
-            stored.append(await _put(store, object_name(file_name), gzip_chunks(path)))
+            stored.append(await _put(store, object_name(file_name), gzip_chunks(path), stop))
     if log_file.is_file():
-        stored.append(await _put(store, LOG_OBJECT, gzip_chunks(log_file)))
+        stored.append(await _put(store, LOG_OBJECT, gzip_chunks(log_file), stop))
     if target_path.is_dir():
-        stored.append(await _put(store, TARGET_ARCHIVE, archive_chunks(target_path)))
+        stored.append(await _put(store, TARGET_ARCHIVE, archive_chunks(target_path), stop))
     if lineage is not None:
-        stored.append(await _put(store, LINEAGE_OBJECT, lineage))
+        stored.append(await _put(store, LINEAGE_OBJECT, lineage, stop))
     index = {"objects": stored, "complete": True}
-    await _put(store, INDEX_OBJECT, json.dumps(index, indent=1).encode())
+    await _put(store, INDEX_OBJECT, json.dumps(index, indent=1).encode(), stop)
 
 
 # --- reading back (kubectl dbt artifacts) ---

@@ -163,7 +163,7 @@ def lineage_digest(target: UploadTarget) -> bytes | None:
         statuses = node_statuses(target)
         with manifest.open(encoding="utf-8") as stream:
             digest = lineage.extract(json_members(stream, objects=lineage.STREAMED), statuses)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # lineage is best effort: a strange manifest must not cost the results
         log.warning("no lineage: could not read the manifest: %s", describe(e))
         return None
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)
@@ -195,6 +195,14 @@ async def upload(
 
     Raises when the API keeps refusing the patch; the artifacts upload never raises.
     """
+    data, binary, status, error = await collect(target, artifacts_budget=artifacts_budget)
+    return await patch(client, target, data, binary, status, error)
+
+
+async def collect(
+    target: UploadTarget, *, artifacts_budget: float
+) -> tuple[dict[str, str], dict[str, str], results.UploadStatus, str | None]:
+    """What the ConfigMap gets, after copying the artifacts to storage (when asked)."""
     record = None
     try:
         digest = lineage_digest(target)
@@ -213,6 +221,18 @@ async def upload(
     except (OSError, ValueError) as e:
         log.exception("could not read dbt's artifacts")
         data, binary, status, error = {}, {}, "failed", describe(e)
+    return data, binary, status, error
+
+
+async def patch(
+    client: RunClient,
+    target: UploadTarget,
+    data: dict[str, str],
+    binary: dict[str, str],
+    status: results.UploadStatus,
+    error: str | None,
+) -> results.UploadStatus:
+    """Patch the ConfigMap with what `collect` gathered; raises when the API keeps refusing."""
     size = results.payload_size(data, binary)
     log.info("uploading %s (%d bytes) to configmap %s", status, size, target.configmap)
     await client.patch_configmap(
@@ -243,10 +263,13 @@ async def upload_within(api_client: Any, target: UploadTarget, *, grace_seconds:
     started = time.monotonic()
     budget = max(1.0, grace_seconds - EXIT_MARGIN)
     try:
-        client = RunClient(api_client, DEFAULT_POLICY.within(budget * 0.8))
-        # The ConfigMap decides the run's outcome: artifact storage gets what it can spare.
+        # The ConfigMap decides the run's outcome: artifact storage gets what it can spare, and
+        # the patch's retries get what is left of one deadline (reading the manifest included).
         artifacts_budget = max(1.0, min(budget * 0.7, budget - CONFIGMAP_RESERVE))
-        status = await upload(client, target, artifacts_budget=artifacts_budget)
+        data, binary, status, error = await collect(target, artifacts_budget=artifacts_budget)
+        left = max(1.0, budget - (time.monotonic() - started))
+        client = RunClient(api_client, DEFAULT_POLICY.within(left * 0.8))
+        status = await patch(client, target, data, binary, status, error)
         log.info("upload finished: %s in %.1fs", status, time.monotonic() - started)
     except Exception as e:  # the pod's outcome must never depend on the upload
         log.exception("upload failed")
