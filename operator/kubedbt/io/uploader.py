@@ -188,21 +188,13 @@ def _with_extras(
     data[results.SUMMARY_KEY] = json.dumps(summary)
 
 
-async def upload(
-    client: RunClient, target: UploadTarget, *, artifacts_budget: float = 30.0
-) -> results.UploadStatus:
-    """Copy artifacts (if asked), read, pack and patch; returns the status written.
-
-    Raises when the API keeps refusing the patch; the artifacts upload never raises.
-    """
-    data, binary, status, error = await collect(target, artifacts_budget=artifacts_budget)
-    return await patch(client, target, data, binary, status, error)
-
-
 async def collect(
     target: UploadTarget, *, artifacts_budget: float
 ) -> tuple[dict[str, str], dict[str, str], results.UploadStatus, str | None]:
-    """What the ConfigMap gets, after copying the artifacts to storage (when asked)."""
+    """What the ConfigMap gets, after copying the artifacts to storage (when asked).
+
+    Never raises for what dbt wrote: unreadable files give a `failed` status and the reason.
+    """
     record = None
     try:
         digest = lineage_digest(target)
@@ -214,7 +206,9 @@ async def collect(
                 lineage=digest,
                 budget=artifacts_budget,
             )
-        limit = results.CONFIGMAP_LIMIT - min(len(digest or b""), results.LINEAGE_LIMIT)
+        # The digest's room comes off the run_results' budget only when it will be kept.
+        kept = len(digest) if digest is not None and len(digest) <= results.LINEAGE_LIMIT else 0
+        limit = results.CONFIGMAP_LIMIT - kept
         data, binary, status = read_and_pack(target, limit=limit)
         _with_extras(data, binary, digest, record)
         error = None
