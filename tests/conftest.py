@@ -128,6 +128,12 @@ def launcher_token(api_client: ApiClient, namespace: str, **spec: Any) -> str:
     return str(response.status.token)
 
 
+def node_address(api_client: ApiClient) -> str:
+    """The address pods reach this machine at: the node's InternalIP."""
+    (node,) = client.CoreV1Api(api_client).list_node().items
+    return next(str(a.address) for a in node.status.addresses if a.type == "InternalIP")
+
+
 def write_kubeconfig(path: Path, api_client: ApiClient, namespace: str, token: str) -> None:
     """A kubeconfig at `path` for the local cluster, authenticating with `token`."""
     config = {

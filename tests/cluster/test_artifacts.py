@@ -31,7 +31,7 @@ from kubedbt.core import naming, results
 from kubedbt.core.artifacts import INDEX_OBJECT, run_folder, run_url
 from kubedbt.core.report import summary_lines
 from kubedbt.io.kube import RunClient
-from tests.conftest import admin_kubeconfig, namespace_with_chart
+from tests.conftest import admin_kubeconfig, namespace_with_chart, node_address
 from tests.objectstore import ObjectStore, running_object_store
 from tests.unit.dbt_runs import load_with_dbt
 from tests.warehouse import Warehouse, running_warehouse, wait_until
@@ -53,14 +53,9 @@ UPLOADED = {
 }
 
 
-def _node_address(api_client: client.ApiClient) -> str:
-    (node,) = client.CoreV1Api(api_client).list_node().items
-    return next(str(a.address) for a in node.status.addresses if a.type == "InternalIP")
-
-
 @pytest.fixture(scope="module")
 def store(api_client: client.ApiClient) -> Iterator[ObjectStore]:
-    with running_object_store(_node_address(api_client)) as running:
+    with running_object_store(node_address(api_client)) as running:
         yield running
 
 
@@ -206,7 +201,7 @@ def test_a_run_copies_its_artifacts_under_its_own_folder(
 
 @pytest.fixture(scope="module")
 def warehouse(api_client: client.ApiClient) -> Iterator[Warehouse]:
-    with running_warehouse(_node_address(api_client)) as running:
+    with running_warehouse(node_address(api_client)) as running:
         yield running
 
 

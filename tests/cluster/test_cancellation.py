@@ -33,7 +33,7 @@ from kubedbt.io.kube import RunClient
 from kubedbt.io.launch import launch_run
 from kubedbt.io.retry import RetryPolicy
 from kubedbt.io.watch import RunRef, WatchLimits, watch_run
-from tests.conftest import namespace_with_chart
+from tests.conftest import namespace_with_chart, node_address
 from tests.warehouse import Warehouse, running_warehouse, wait_until
 
 pytestmark = pytest.mark.cluster
@@ -58,9 +58,7 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def warehouse(api_client: client.ApiClient) -> Iterator[Warehouse]:
-    (node,) = client.CoreV1Api(api_client).list_node().items
-    address = next(str(a.address) for a in node.status.addresses if a.type == "InternalIP")
-    with running_warehouse(address) as running:
+    with running_warehouse(node_address(api_client)) as running:
         yield running
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from tests.airflow.client import AirflowClient
+from tests.conftest import node_address
 from tests.deployment.recorder import Recorder, epoch
 from tests.warehouse import Warehouse, running_warehouse, wait_until
 
@@ -38,9 +39,7 @@ NOTICE = 10
 
 @pytest.fixture(scope="module")
 def warehouse(api_client: client.ApiClient, namespace: str) -> Iterator[Warehouse]:
-    (node,) = client.CoreV1Api(api_client).list_node().items
-    address = next(str(a.address) for a in node.status.addresses if a.type == "InternalIP")
-    with running_warehouse(address) as running:
+    with running_warehouse(node_address(api_client)) as running:
         secret = {
             "metadata": {"name": "warehouse"},
             "stringData": running.env("faults"),

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import pytest
 from kubernetes import client
 from tests.airflow.client import AirflowClient
+from tests.conftest import node_address
 from tests.objectstore import ObjectStore, running_object_store
 from tests.openlineage_spec import validate_event
 from tests.warehouse import Warehouse, running_warehouse, wait_until
@@ -44,14 +45,9 @@ BUILT = {  # what `dbt build` writes: seeds and models (tests write nothing)
 }
 
 
-def _address(api_client: client.ApiClient) -> str:
-    (node,) = client.CoreV1Api(api_client).list_node().items
-    return next(str(a.address) for a in node.status.addresses if a.type == "InternalIP")
-
-
 @pytest.fixture(scope="module")
 def store(api_client: client.ApiClient, namespace: str) -> Iterator[ObjectStore]:
-    with running_object_store(_address(api_client)) as running:
+    with running_object_store(node_address(api_client)) as running:
         secret = {"metadata": {"name": "artifacts"}, "stringData": running.env()}
         client.CoreV1Api(api_client).create_namespaced_secret(namespace, secret)
         yield running
@@ -60,7 +56,7 @@ def store(api_client: client.ApiClient, namespace: str) -> Iterator[ObjectStore]
 
 @pytest.fixture(scope="module")
 def warehouse(api_client: client.ApiClient, namespace: str) -> Iterator[Warehouse]:
-    with running_warehouse(_address(api_client)) as running:
+    with running_warehouse(node_address(api_client)) as running:
         secret = {"metadata": {"name": "lineage-warehouse"}, "stringData": running.env("lineage")}
         client.CoreV1Api(api_client).create_namespaced_secret(namespace, secret)
         yield running

@@ -21,17 +21,16 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.conftest import launcher_token, namespace_with_chart, write_kubeconfig
+from tests.conftest import (
+    launcher_token,
+    namespace_with_chart,
+    node_address,
+    write_kubeconfig,
+)
 from tests.e2e.run_dag import REPORT_PREFIX
 
 REPO = Path(__file__).parents[2]
 DAGS = Path(__file__).parent / "dags" / "e2e_dags.py"
-
-
-def node_ip(api_client: client.ApiClient) -> str:
-    """The address pods reach this machine at: the node's InternalIP."""
-    (node,) = client.CoreV1Api(api_client).list_node().items
-    return next(str(a.address) for a in node.status.addresses if a.type == "InternalIP")
 
 
 @pytest.fixture
@@ -152,5 +151,5 @@ def dag_runner(
 ) -> DagRunner:
     tmp_path.chmod(0o755)
     return DagRunner(
-        airflow_template, namespace, tmp_path, node_ip(api_client), launcher_kubeconfig
+        airflow_template, namespace, tmp_path, node_address(api_client), launcher_kubeconfig
     )

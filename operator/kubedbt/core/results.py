@@ -332,8 +332,8 @@ def payload_size(data: Mapping[str, str], binary_data: Mapping[str, str]) -> int
     return size + sum(len(k) + len(base64.b64decode(v)) for k, v in binary_data.items())
 
 
-def _artifact(text: Any, key: str) -> dict[str, Any]:
-    """A run_results or sources document from binaryData, read within every bound."""
+def _binary_json(text: Any, key: str) -> Any:
+    """The gzip-compressed JSON of a binaryData value, read within every bound."""
     if not isinstance(text, str):
         raise UnreadableError(f"{key} is not base64 text")
     # What the text decodes to at least (padding takes off at most 2 bytes): a blob that cannot
@@ -343,7 +343,12 @@ def _artifact(text: Any, key: str) -> dict[str, Any]:
         packed = base64.b64decode(text, validate=True)
     except ValueError as e:  # binascii.Error: a character outside the alphabet, bad padding
         raise UnreadableError(f"{key} is not valid base64 ({e})") from e
-    document = gunzip_json(packed, name=key, limit=CONFIGMAP_LIMIT)
+    return gunzip_json(packed, name=key, limit=CONFIGMAP_LIMIT)
+
+
+def _artifact(text: Any, key: str) -> dict[str, Any]:
+    """A run_results or sources document from binaryData, read within every bound."""
+    document = _binary_json(text, key)
     if not isinstance(document, dict):
         raise UnreadableError(
             f"{key} is not a dbt artifact: {type_error(document, dict[str, Any])}"
@@ -358,14 +363,7 @@ def _artifact(text: Any, key: str) -> dict[str, Any]:
 
 def _lineage(text: Any, key: str) -> LineageDigest:
     """The lineage digest from binaryData, read within the same bounds as an artifact."""
-    if not isinstance(text, str):
-        raise UnreadableError(f"{key} is not base64 text")
-    check_packed_size(len(text) // 4 * 3 - 2, name=key, limit=CONFIGMAP_LIMIT)
-    try:
-        packed = base64.b64decode(text, validate=True)
-    except ValueError as e:
-        raise UnreadableError(f"{key} is not valid base64 ({e})") from e
-    return parse_digest(gunzip_json(packed, name=key, limit=CONFIGMAP_LIMIT))
+    return parse_digest(_binary_json(text, key))
 
 
 def _data_json(text: Any, key: str) -> Any:
