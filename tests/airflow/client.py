@@ -170,6 +170,29 @@ class AirflowClient:
             self._request("PATCH", path, body={"state": "failed"})
             self._request("DELETE", path)
 
+    # --- connections ---
+
+    def set_connection(self, conn_id: str, conn_type: str, **fields: Any) -> None:
+        """Define the connection (host, port, login, password, schema, extra as a dict), replacing
+        one of the same id, as a person does under Admin > Connections."""
+        body: JSON = {"connection_id": conn_id, "conn_type": conn_type, **fields}
+        if isinstance(body.get("extra"), Mapping):
+            body["extra"] = json.dumps(body["extra"])
+        try:
+            self._request("POST", "/api/v2/connections", body=body)
+        except AirflowApiError as e:
+            if e.status != 409:
+                raise
+            self._request("PATCH", f"/api/v2/connections/{_q(conn_id)}", body=body)
+
+    def delete_connection(self, conn_id: str) -> None:
+        """Delete the connection; one that is not there is no error."""
+        try:
+            self._request("DELETE", f"/api/v2/connections/{_q(conn_id)}")
+        except AirflowApiError as e:
+            if e.status != 404:
+                raise
+
     # --- task instances ---
 
     def task_instance(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> JSON:

@@ -15,6 +15,13 @@ import pytest
 from kubernetes import client
 
 from kubedbt import render_job, render_results_configmap
+from kubedbt.core import naming
+from kubedbt.core.profiles import (
+    ConnectionFields,
+    profile_spec,
+    render_profile,
+    render_profile_secret,
+)
 from kubedbt.core.render import owned_by_job, retry_spec
 from tests.unit.golden_cases import CASES
 
@@ -70,3 +77,28 @@ def test_retry_manifest_passes_a_server_side_dry_run(
     assert names == ["install-launcher", "restore-state", "results-uploader"]
     args = created.spec.template.spec.containers[0].args
     assert args[args.index("--") + 1 :][:4] == ["dbt", "retry", "--state", "/kubedbt/state"]
+
+
+def test_profile_secret_and_its_mount_pass_a_server_side_dry_run(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    spec, identity = CASES["minimal"]
+    fields = ConnectionFields(conn_id="w", conn_type="duckdb", host="/data/w.duckdb")
+    profile = render_profile(fields, target="ci")
+    spec = profile_spec(dataclasses.replace(spec, namespace=namespace), profile)
+    secret = render_profile_secret(spec, identity, profile)
+    job = render_job(spec, identity, profile_secret=secret["metadata"]["name"])
+    created = client.BatchV1Api(api_client).create_namespaced_job(
+        namespace, job, dry_run="All", field_validation="Strict"
+    )
+    volume = next(v for v in created.spec.template.spec.volumes if v.name == "kubedbt-profile")
+    assert (volume.secret.secret_name, volume.secret.default_mode) == (
+        naming.profile_secret_name(identity),
+        0o440,
+    )
+    owned = owned_by_job(secret, job["metadata"]["name"], str(uuid.uuid4()))
+    stored = client.CoreV1Api(api_client).create_namespaced_secret(
+        namespace, owned, dry_run="All", field_validation="Strict"
+    )
+    assert stored.type == "Opaque"
+    assert set(stored.data) == {"profiles.yml"}

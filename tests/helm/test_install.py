@@ -249,6 +249,8 @@ def test_launcher_runs_jobs_and_their_results(launcher: client.ApiClient, releas
     assert opens_a_watch(core.list_namespaced_pod, ns)
     core.list_namespaced_event(ns)
     assert may(launcher, ns, verb="get", resource="pods", subresource="log")
+    # The profile Secret rendered from profile_conn_id: created, never read back.
+    assert may(launcher, ns, verb="create", resource="secrets")
 
     batch.delete_namespaced_job(name, ns, propagation_policy="Background")
 
@@ -258,6 +260,12 @@ def test_launcher_runs_jobs_and_their_results(launcher: client.ApiClient, releas
     [
         lambda api, ns: client.CoreV1Api(api).list_namespaced_secret(ns),
         lambda api, ns: client.CoreV1Api(api).read_namespaced_secret("anything", ns),
+        lambda api, ns: client.CoreV1Api(api).list_namespaced_secret(
+            ns, watch=True, timeout_seconds=1, _preload_content=False
+        ),
+        lambda api, ns: client.CoreV1Api(api).delete_namespaced_secret(
+            "anything", ns, dry_run="All"
+        ),
         lambda api, ns: client.CoreV1Api(api).create_namespaced_pod(ns, bare_pod()),
         lambda api, ns: client.RbacAuthorizationV1Api(api).list_namespaced_role(ns),
         lambda api, ns: client.CoreV1Api(api).list_namespaced_config_map("default"),
@@ -278,6 +286,8 @@ def test_launcher_runs_jobs_and_their_results(launcher: client.ApiClient, releas
     ids=[
         "list-secrets",
         "read-secret",
+        "watch-secrets",
+        "delete-secret",
         "create-pod",
         "list-roles",
         "other-namespace",

@@ -35,6 +35,7 @@ VERBS = {"create": "create", "read": "get", "list": "list", "patch": "patch", "d
 VERBS["replace"] = "update"
 RESOURCES = {"job": ("batch", "jobs"), "pod": ("", "pods"), "config_map": ("", "configmaps")}
 RESOURCES["event"] = ("", "events")
+RESOURCES["secret"] = ("", "secrets")
 # Functions that send watch=True with the list method they are given.
 WATCHERS = {"watch", "_until_empty"}
 

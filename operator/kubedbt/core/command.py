@@ -55,6 +55,10 @@ JSON_LOG_FILE: Final = f"{LOG_PATH}/dbt.log"
 # Where a try that resumes an earlier one finds that try's run_results (`dbt retry --state`).
 STATE_DIR: Final = f"{ARTIFACTS_DIR}/state"
 
+# Where the dbt container finds the profiles.yml rendered from profile_conn_id (a Secret volume that
+# only the dbt container mounts).
+PROFILE_DIR: Final = "/kubedbt-profile"
+
 # kubedbt-launch, the dbt container's PID 1, turns the pod's SIGTERM into the SIGINT dbt stops on
 # (images/launcher). An init container copies it from kubedbt's image into its own emptyDir.
 LAUNCHER_DIR: Final = "/kubedbt-launcher"

@@ -66,3 +66,14 @@ class ConfigMapManifest(TypedDict):
     metadata: ObjectMeta
     data: dict[str, str]
     binaryData: NotRequired[dict[str, str]]
+
+
+class SecretManifest(TypedDict):
+    """A v1 Secret, its values as stringData (the API server encodes them)."""
+
+    apiVersion: Literal["v1"]
+    kind: Literal["Secret"]
+    metadata: ObjectMeta
+    type: Literal["Opaque"]
+    immutable: bool
+    stringData: dict[str, str]

@@ -25,6 +25,7 @@ APP_NAME = "kubedbt"
 COMPONENT = "dbt-run"
 MAX_NAME = 63
 RESULTS_SUFFIX = "-results"
+PROFILE_SUFFIX = "-profile"
 # The containers of a run's pod: the user's dbt, kubedbt's results uploader (a native sidecar), the
 # init container that installs the launcher dbt runs under and, on a try that resumes an earlier
 # one, the init container that restores its run_results.
@@ -109,6 +110,14 @@ def job_name(identity: RunIdentity) -> str:
 def results_configmap_name(identity: RunIdentity) -> str:
     """The results ConfigMap's name, derived from the Job's."""
     return job_name(identity) + RESULTS_SUFFIX
+
+
+def profile_secret_name(identity: RunIdentity) -> str:
+    """The name of the Secret holding the profiles.yml rendered for the try, derived from the Job's.
+
+    One per try, so a try never reads a profile rendered from an older state of the connection.
+    """
+    return job_name(identity) + PROFILE_SUFFIX
 
 
 def label_value(text: str) -> str:

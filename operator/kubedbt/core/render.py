@@ -34,7 +34,7 @@ import copy
 import dataclasses
 import json
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from kubedbt.core import naming
 from kubedbt.core.artifacts import run_url
@@ -51,7 +51,12 @@ from kubedbt.core.command import (
     dbt_args,
     list_args,
 )
-from kubedbt.core.manifests import ConfigMapManifest, JobManifest, OwnerReference
+from kubedbt.core.manifests import (
+    ConfigMapManifest,
+    JobManifest,
+    OwnerReference,
+    SecretManifest,
+)
 from kubedbt.core.naming import (
     DBT_CONTAINER,
     LAUNCHER_CONTAINER,
@@ -60,6 +65,7 @@ from kubedbt.core.naming import (
     RunIdentity,
 )
 from kubedbt.core.podtemplate import merge_pod_template
+from kubedbt.core.profiles import profile_mount, profile_volume
 from kubedbt.core.results import RUN_RESULTS_KEY
 from kubedbt.core.spec import DbtRunSpec
 from kubedbt.core.validate_pod import (
@@ -74,6 +80,7 @@ PREVIOUS_DIR: Final = "/kubedbt-previous"
 LAUNCHER_IN_IMAGE: Final = "/usr/local/bin/kubedbt-launch"
 TOKEN_DIR: Final = "/var/run/secrets/kubernetes.io/serviceaccount"
 DEFAULT_UID: Final = 1000
+Owned = TypeVar("Owned", ConfigMapManifest, SecretManifest)
 
 ANNOTATION_COMMAND: Final = naming.LABEL_PREFIX + "dbt-command"
 ANNOTATION_RESULTS: Final = naming.LABEL_PREFIX + "results-configmap"
@@ -116,12 +123,15 @@ def render_job(
     *,
     state_from: str | None = None,
     annotations: Mapping[str, str] | None = None,
+    profile_secret: str | None = None,
 ) -> JobManifest:
     """The batch/v1 Job that runs one try of the dbt command in `spec`.
 
     `state_from` names a previous try's results ConfigMap: its run_results.json is unpacked into
     STATE_DIR before dbt starts, for `dbt retry --state` (see retry_spec). `annotations` are
-    kubedbt's own (kubedbt.io/...), on the Job only.
+    kubedbt's own (kubedbt.io/...), on the Job only. `profile_secret` names the try's Secret
+    holding the profiles.yml rendered from profile_conn_id (see kubedbt.core.profiles): only the
+    dbt container mounts it, and the spec must point dbt at it (profiles.profile_spec).
     """
     name = naming.job_name(identity)
     labels = {**spec.labels, **naming.run_labels(identity)}
@@ -133,7 +143,7 @@ def render_job(
     }
     template: dict[str, Any] = {
         "metadata": {"labels": dict(labels), "annotations": dict(run_annotations)},
-        "spec": _pod_spec(spec, identity, state_from),
+        "spec": _pod_spec(spec, identity, state_from, profile_secret),
     }
     if spec.pod_template is not None:
         template = merge_pod_template(spec.pod_template, template)
@@ -177,8 +187,8 @@ def render_results_configmap(spec: DbtRunSpec, identity: RunIdentity) -> ConfigM
     }
 
 
-def owned_by_job(configmap: ConfigMapManifest, job_name: str, job_uid: str) -> ConfigMapManifest:
-    """A copy of `configmap` owned by the Job, so the garbage collector removes both together."""
+def owned_by_job(configmap: Owned, job_name: str, job_uid: str) -> Owned:
+    """A copy of the ConfigMap or Secret owned by the Job: the garbage collector takes both."""
     owner: OwnerReference = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -212,7 +222,9 @@ def _pod_failure_policy() -> dict[str, Any]:
     }
 
 
-def _pod_spec(spec: DbtRunSpec, identity: RunIdentity, state_from: str | None) -> dict[str, Any]:
+def _pod_spec(
+    spec: DbtRunSpec, identity: RunIdentity, state_from: str | None, profile_secret: str | None
+) -> dict[str, Any]:
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         # Only the sidecar needs API access: it alone mounts the projected token volume below.
@@ -239,6 +251,9 @@ def _pod_spec(spec: DbtRunSpec, identity: RunIdentity, state_from: str | None) -
         "priorityClassName": spec.priority_class_name,
     }
     pod.update({key: value for key, value in optional.items() if value})
+    if profile_secret is not None:
+        pod["volumes"].append(profile_volume(profile_secret))
+        pod["containers"][0]["volumeMounts"].append(profile_mount())
     if state_from is not None:
         pod["initContainers"].insert(1, _restore_state_container(spec))
         pod["volumes"].append(

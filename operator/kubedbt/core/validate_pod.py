@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from kubedbt.core import validate
-from kubedbt.core.command import ARTIFACTS_DIR, LAUNCHER_DIR
+from kubedbt.core.command import ARTIFACTS_DIR, LAUNCHER_DIR, PROFILE_DIR
 from kubedbt.core.errors import InvalidSpecError
 from kubedbt.core.naming import (
     DBT_CONTAINER,
@@ -35,12 +35,14 @@ ARTIFACTS_VOLUME: Final = "kubedbt-artifacts"
 TOKEN_VOLUME: Final = "kubedbt-sa-token"
 PREVIOUS_VOLUME: Final = "kubedbt-previous-results"
 LAUNCHER_VOLUME: Final = "kubedbt-launcher"
+PROFILE_VOLUME: Final = "kubedbt-profile"
 RESERVED_VOLUMES: Final[Mapping[str, str]] = MappingProxyType(
     {
         ARTIFACTS_VOLUME: "it holds dbt's artifacts, which the results uploader reports from",
         TOKEN_VOLUME: "it holds the results uploader's token",
         PREVIOUS_VOLUME: "it holds the previous try's results, which restore-state unpacks",
         LAUNCHER_VOLUME: "it holds the launcher that passes the pod's stop signal on to dbt",
+        PROFILE_VOLUME: "it holds the profiles.yml kubedbt renders from profile_conn_id",
     }
 )
 # kubedbt's own containers besides dbt, whose fields only kubedbt sets.
@@ -51,8 +53,9 @@ RESERVED_CONTAINERS: Final[Mapping[str, str]] = MappingProxyType(
         LAUNCHER_CONTAINER: "it installs the launcher dbt runs under",
     }
 )
-# The mount paths of kubedbt's volumes in the dbt container: the artifacts and the launcher.
-RESERVED_MOUNTS: Final = (ARTIFACTS_DIR, LAUNCHER_DIR)
+# The mount paths of kubedbt's volumes in the dbt container: the artifacts, the launcher and the
+# rendered profile.
+RESERVED_MOUNTS: Final = (ARTIFACTS_DIR, LAUNCHER_DIR, PROFILE_DIR)
 # Pod settings that let the dbt container read other containers' files through /proc.
 _PROCESS_SHARING: Final = ("shareProcessNamespace", "hostPID")
 _CONTAINER_LISTS: Final = ("containers", "initContainers")

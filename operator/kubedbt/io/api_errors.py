@@ -12,8 +12,9 @@ RunClient re-raises every failed request as a KubeApiError: still an ApiExceptio
 - the admission policy or webhook that refused, by name;
 - the Status message only for 401, 403, 404, 409, 410 and 429, which name the user, verb,
   resource, policy or conflict a platform engineer needs; there the literal env values (and dbt
-  vars) of the submitted object are redacted and the length capped. A 400, 422 or 5xx message
-  may repeat the input and is withheld.
+  vars) of the submitted object, and every value of a submitted Secret (the rendered profile,
+  and each password, token or key in it), are redacted and the length capped. A 400, 422
+  or 5xx message may repeat the input and is withheld.
 
 No headers and no body are kept (Retry-After excepted, for the retry policy), and the raw error
 is dropped, never chained: tracebacks print the chain. The client's own DEBUG line that prints
@@ -22,6 +23,7 @@ every response body (a created Job with its env values, a Status repeating them)
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import logging
@@ -56,6 +58,7 @@ _REFUSERS: Final = (
     (re.compile(rf'failed calling webhook "{_NAME}"'), 'calling admission webhook "{}" failed'),
 )
 _VARS_FLAGS: Final = frozenset({"--vars", "--args"})
+_SECRET_KEY: Final = re.compile(r"pass|token|secret|key|credential|auth", re.IGNORECASE)
 Redact = Callable[[str], str]
 
 
@@ -134,7 +137,7 @@ def from_status_event(status: Mapping[str, Any]) -> KubeApiError:
 
 
 def submitted_secrets(*bodies: Any) -> list[str]:
-    """Values in request bodies that must never be repeated: literal env values, dbt vars.
+    """Values in request bodies that must never be repeated: env values, dbt vars, Secret data.
 
     Found anywhere in the bodies (every container of a Job or pod template), longest first.
     """
@@ -145,6 +148,8 @@ def submitted_secrets(*bodies: Any) -> list[str]:
         if depth > 32:
             continue
         if isinstance(node, Mapping):
+            if node.get("kind") == "Secret":
+                found.update(_secret_literals(node))
             for key, value in node.items():
                 if key == "env" and isinstance(value, list):
                     found.update(_env_literals(value))
@@ -301,6 +306,54 @@ def _env_literals(env: list[Any]) -> Iterable[str]:
         name, value = entry.get("name"), entry["value"]
         if DBT_ENV_DEFAULTS.get(str(name)) != value:
             yield value
+
+
+def _secret_literals(secret: Mapping[str, Any]) -> Iterable[str]:
+    """Each value of a Secret's stringData and data, whole and every scalar of it as YAML."""
+    texts: list[str] = []
+    for _, value in _string_items(secret.get("stringData")):
+        # The API server stores stringData as data: a message may quote it base64-encoded.
+        texts += [value, base64.b64encode(value.encode()).decode()]
+    for _, encoded in _string_items(secret.get("data")):
+        texts.append(encoded)
+        try:
+            texts.append(base64.b64decode(encoded, validate=True).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            continue
+    for text in texts:
+        yield text
+        yield " ".join(text.split())  # as a message folded onto one line shows it
+        try:
+            parsed = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue
+        for scalar in _secret_scalars(parsed, secret=False):
+            yield scalar
+            # A multi-line value (a private key) may be quoted one line at a time.
+            yield from (line.strip() for line in scalar.splitlines() if "\n" in scalar)
+
+
+def _secret_scalars(node: Any, *, secret: bool) -> Iterable[str]:
+    """The scalars whose own key names a secret (password, token, private_key...).
+
+    Not every scalar: redacting "postgres" or a port would garble messages naming the run. Only
+    the nearest key is judged (a list's items share it): a dbt target named "snowflake_keypair"
+    holds a host and a port, not secrets. The whole file, as stored and folded onto one line,
+    is redacted besides (_secret_literals).
+    """
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from _secret_scalars(value, secret=bool(_SECRET_KEY.search(str(key))))
+    elif isinstance(node, list):
+        for item in node:
+            yield from _secret_scalars(item, secret=secret)
+    elif secret and isinstance(node, (str, int, float)) and not isinstance(node, bool):
+        yield str(node)
+
+
+def _string_items(values: Any) -> Iterable[tuple[str, str]]:
+    if isinstance(values, Mapping):
+        yield from ((str(k), v) for k, v in values.items() if isinstance(v, str))
 
 
 def _vars_literals(args: list[Any]) -> Iterable[str]:

@@ -8,8 +8,8 @@ ApiException with its `.status`, but without the response's headers and body, wh
 what was submitted (env values), and never chained to the raw error.
 
 Creating a run is idempotent: a 409 on the Job means this very try's Job exists already (a worker
-restarted) and is adopted; a failure between the Job and its ConfigMap deletes the Job again, so no
-half-created run is left behind.
+restarted) and is adopted; a failure between the Job and its ConfigMap (or its profile Secret)
+deletes the Job again, so no half-created run is left behind.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from kubernetes_asyncio import client
 
 from kubedbt.core import naming
 from kubedbt.core.errors import RetryableError, TerminalError
-from kubedbt.core.manifests import ConfigMapManifest, JobManifest
+from kubedbt.core.manifests import ConfigMapManifest, JobManifest, SecretManifest
 from kubedbt.core.render import owned_by_job
 from kubedbt.io.api_errors import (
     KubeApiError,
@@ -39,7 +39,14 @@ from kubedbt.io.api_errors import (
     sanitized,
     submitted_secrets,
 )
-from kubedbt.io.retry import DEFAULT_POLICY, RetryPolicy, async_retrying, status_of
+from kubedbt.io.retry import (
+    DEFAULT_POLICY,
+    RetryPolicy,
+    async_retrying,
+    is_retryable,
+    retry_after,
+    status_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,9 @@ KEEPALIVE_OPTIONS = (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT"
 ERROR_BODY_BYTES = 64 * 1024
 # How long a results ConfigMap left by a deleted Job of the same name may take to be collected.
 STALE_CONFIGMAP_WAIT = 60.0
+# Attempts at creating a profile Secret while a deleted Job's is collected (backoff capped at 5 s:
+# more than STALE_CONFIGMAP_WAIT needs; the deadline ends the wait first).
+SECRET_STALE_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -122,8 +132,16 @@ class RunClient:
 
     # --- runs ---
 
-    async def create_run(self, job: JobManifest, configmap: ConfigMapManifest) -> CreatedRun:
-        """Create the Job, then its ConfigMap owned by it; adopt both if this try exists already."""
+    async def create_run(
+        self,
+        job: JobManifest,
+        configmap: ConfigMapManifest,
+        secret: SecretManifest | None = None,
+    ) -> CreatedRun:
+        """Create the Job, then its profile Secret (if any) and ConfigMap owned by it.
+
+        All are adopted if this try exists already.
+        """
         namespace = job["metadata"]["namespace"]
         name = job["metadata"]["name"]
         adopted = False
@@ -138,6 +156,10 @@ class RunClient:
             log.info("Job %s/%s exists already: adopting it", namespace, name)
         uid = created.metadata.uid
         try:
+            # The Secret first: the pod cannot start without it (FailedMount, with the kubelet's
+            # growing backoff), while the ConfigMap may wait out an older Job's for a minute.
+            if secret is not None:
+                await self.ensure_profile_secret(secret, name, uid, adopted=adopted)
             await self.ensure_results_configmap(configmap, name, uid)
         except Exception:
             if not adopted:
@@ -188,6 +210,76 @@ class RunClient:
                 break
         raise RetryableError(
             f"ConfigMap {namespace}/{name} of an older Job of the same name is still there "
+            f"after {STALE_CONFIGMAP_WAIT:.0f}s; is the garbage collector running?"
+        )
+
+    async def ensure_profile_secret(
+        self, secret: SecretManifest, job_name: str, job_uid: str, *, adopted: bool
+    ) -> None:
+        """Create the run's profile Secret owned by its Job, unless that exists already.
+
+        The launcher may create Secrets but not read them, so a 409 cannot be checked against
+        the owner. For an adopted Job it is this Job's Secret (created before its worker died).
+        For a new Job it is the Secret of a deleted Job of the same name that the garbage
+        collector has not reached yet: creating is tried again until that is gone.
+
+        Each attempt is a single request, retried here rather than by the retry policy: a create
+        that failed ambiguously (connection lost, timeout, 5xx) may have landed, and a 409 after
+        one of those is this Job's own Secret, not a stale one to wait out.
+        """
+        namespace = secret["metadata"]["namespace"]
+        name = secret["metadata"]["name"]
+        owned = owned_by_job(secret, job_name, job_uid)
+        once = RunClient(self.api_client, RetryPolicy(attempts=1, deadline=self.policy.deadline))
+        started = time.monotonic()
+        stale_deadline = started + STALE_CONFIGMAP_WAIT
+        error_deadline = started + self.policy.deadline
+        failures = 0
+        maybe_landed = False
+        delay = self.policy.backoff_min
+        # Bounded twice: by the attempts and by the deadlines checked before every sleep.
+        for _ in range(self.policy.attempts + SECRET_STALE_ATTEMPTS):
+            try:
+                await once.call(self.core.create_namespaced_secret, namespace, owned)
+                return
+            except Exception as e:
+                status = status_of(e)
+                if status == 409 and (adopted or maybe_landed):
+                    if maybe_landed:
+                        log.info("Secret %s/%s: an earlier attempt created it", namespace, name)
+                    return
+                if status != 409:
+                    failures += 1
+                    wait = max(delay, retry_after(e) or 0.0)
+                    if (
+                        not is_retryable(e)
+                        or failures >= self.policy.attempts
+                        or time.monotonic() + wait > error_deadline
+                    ):
+                        if isinstance(e, client.ApiException):
+                            raise _api_error(f"creating Secret {namespace}/{name}", e) from None
+                        raise  # a connection error, as the retry policy would have let it out
+                    # Lost on the way back, or failed after storing: it may have landed.
+                    maybe_landed = maybe_landed or status is None or status >= 500
+                    log.info(
+                        "creating Secret %s/%s failed (%s): trying again",
+                        namespace,
+                        name,
+                        status or type(e).__name__,
+                    )
+                else:
+                    wait = delay
+                    if time.monotonic() + wait > stale_deadline:
+                        break
+                    log.info(
+                        "Secret %s/%s belongs to an older Job: waiting for its removal",
+                        namespace,
+                        name,
+                    )
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, 5.0)
+        raise RetryableError(
+            f"Secret {namespace}/{name} of an older Job of the same name is still there "
             f"after {STALE_CONFIGMAP_WAIT:.0f}s; is the garbage collector running?"
         )
 
