@@ -23,15 +23,21 @@ from kubedbt.core.command import (
     STOP_MARKER_FILE,
     TARGET_PATH,
 )
+from kubedbt.core.live import Snapshot
 from kubedbt.core.results import CONFIGMAP_LIMIT
 from kubedbt.core.unpacking import UnreadableError, gunzip_chunks
+from kubedbt.io.live_progress import PROGRESS_INTERVAL, LiveProgress
 from kubedbt.io.uploader import (
     UploadTarget,
     grace_left,
     namespace_from_environment,
+    stop_requested,
     upload_within,
-    wait_for_stop,
 )
+
+# Seconds the final upload waits for a progress patch in flight: it must land first, and one
+# attempt is bounded by its request timeout (kubedbt.io.live_progress.PROGRESS_TIMEOUT).
+PROGRESS_STOP_WAIT = 9.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=float(os.environ.get("KUBEDBT_GRACE_SECONDS", "30")),
         help="the pod's termination grace period; the upload finishes within it",
+    )
+    parser.add_argument(
+        "--progress-interval",
+        type=float,
+        default=PROGRESS_INTERVAL,
+        help="seconds between two progress patches at most (0: no live progress)",
     )
     return parser
 
@@ -134,13 +146,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         state_run_results=args.state_run_results,
         artifacts_url=args.artifacts_url,
     )
-    received = wait_for_stop()
-    logging.info("%s received: collecting results", received.name)
-    asyncio.run(_upload(target, grace_left(target, args.grace_seconds, time.time())))
+    asyncio.run(_follow_and_upload(target, args.grace_seconds, args.progress_interval))
     return 0
 
 
-async def _upload(target: UploadTarget, grace_seconds: float) -> None:
+async def _follow_and_upload(target: UploadTarget, grace: float, interval: float) -> None:
+    """Record progress until the stop signal, then stop doing so and upload the results.
+
+    One API client for the pod's life: in a pod, kubernetes_asyncio's in-cluster configuration
+    re-reads the projected token file (which the kubelet rotates) before a request once its copy
+    is a minute old, so a patch hours after the start still authenticates.
+    """
+    received = stop_requested()
     from kubernetes_asyncio import client, config
 
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -148,7 +165,43 @@ async def _upload(target: UploadTarget, grace_seconds: float) -> None:
     else:  # outside a pod, for tests and debugging
         await config.load_kube_config()
     async with client.ApiClient() as api_client:
-        await upload_within(api_client, target, grace_seconds=grace_seconds)
+        live = LiveProgress(api_client, target, interval=interval) if interval > 0 else None
+        stop = asyncio.Event()
+        follow = asyncio.ensure_future(live.run(stop) if live else stop.wait())
+        logging.info("waiting for the dbt container to finish")
+        stop_signal = await received
+        logging.info("%s received: collecting results", stop_signal.name)
+        started = time.time()
+        stop.set()
+        # The final upload comes after the last progress patch, never alongside it.
+        done, _ = await asyncio.wait({follow}, timeout=PROGRESS_STOP_WAIT)
+        if not done:
+            follow.cancel()
+            await asyncio.gather(follow, return_exceptions=True)
+        final = _final_tally(live)
+        try:
+            left = grace_left(target, grace, started) - (time.time() - started)
+        except Exception:  # an unreadable stop marker: the whole grace period, as before
+            logging.exception("could not read the stop marker")
+            left = grace
+        await upload_within(api_client, target, grace_seconds=max(1.0, left), progress=final)
+
+
+def _final_tally(live: LiveProgress | None) -> Snapshot | None:
+    """The tally of the whole log for the final upload, or None.
+
+    None when dbt ran no node, and on any error: the results matter, the tally is a courtesy.
+    """
+    if live is None:
+        return None
+    try:
+        final = live.final()
+    except Exception:
+        logging.exception("no final progress tally")
+        return None
+    logging.info("%d progress patches while dbt ran", live.patches)
+    # dbt ran no node (a parse error, run-operation): nothing to count.
+    return final if final.done or final.running_count else None
 
 
 def entry() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import re
 
 import pytest
 
 from kubedbt.cli.describe import describe_lines
+from kubedbt.core.live import PROGRESS_ANNOTATION, RunningNode, Snapshot
 from tests.cli.test_run_info import recorded
 
 
@@ -77,3 +79,17 @@ def test_an_evicted_run_shows_both_pods_newest_first() -> None:
     )
     assert out.index(names[-1][1]) < out.index(names[0][1])
     assert "DisruptionTarget=True: EvictionByEvictionAPI" in out
+
+
+def test_a_running_run_shows_its_live_progress() -> None:
+    data = recorded("success")
+    configmap = copy.deepcopy(data["configmap"])
+    snapshot = Snapshot(
+        done={"success": 5}, total=28, running=(RunningNode("model.a.b", 1000.0),), running_count=1
+    )
+    configmap["metadata"].setdefault("annotations", {})[PROGRESS_ANNOTATION] = snapshot.encode()
+    now = datetime.datetime.fromtimestamp(1072.0, datetime.timezone.utc)
+    lines = describe_lines(data["job"], data["pods"], configmap, data["events"], now=now)
+    assert "Progress:     5 of 28 nodes done (5 success), running model.a.b for 1m12s" in lines
+    plain = describe_lines(data["job"], data["pods"], data["configmap"], data["events"], now=now)
+    assert not any(line.startswith("Progress:") for line in plain)

@@ -17,7 +17,7 @@ FAILING_TEST = "test.jaffle_shop.assert_order_amount_matches_payments"
 
 def _rows(out: str) -> list[list[str]]:
     header, *rows = out.splitlines()
-    assert header.split() == ["NAME", "DAG", "TASK", "RUN", "TRY", "STATUS", "AGE"]
+    assert header.split() == ["NAME", "DAG", "TASK", "RUN", "TRY", "STATUS", "PROGRESS", "AGE"]
     return [row.split() for row in rows]
 
 
@@ -37,7 +37,8 @@ def test_runs_lists_every_run_newest_first(
         [finished_runs.succeeded, DAG_ID, TASK_ID, run_id, "2", "Succeeded"],
         [finished_runs.failed, DAG_ID, TASK_ID, run_id, "1", "Failed"],
     ]
-    assert all(row[6].endswith(("s", "m")) for row in rows), rows
+    assert all(row[6] == "-" for row in rows), rows  # finished runs: no live progress
+    assert all(row[7].endswith(("s", "m")) for row in rows), rows
 
 
 @pytest.mark.parametrize(

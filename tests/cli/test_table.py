@@ -6,7 +6,10 @@ import datetime
 
 import pytest
 
+from kubedbt.cli.run_info import RunInfo, RunStatus, live_progress
+from kubedbt.cli.runs import run_table
 from kubedbt.cli.table import age, format_table, human_duration
+from kubedbt.core.live import PROGRESS_ANNOTATION, RunningNode, Snapshot, short_progress
 
 MINUTE, HOUR, DAY, YEAR = 60, 3600, 86400, 365 * 86400
 
@@ -55,3 +58,37 @@ def test_format_table_aligns_columns_with_three_spaces() -> None:
         "a-long-name   Failed   5m",
         "b                      2h",
     ]
+
+
+def _run(name: str, status: RunStatus, minute: int) -> RunInfo:
+    created = datetime.datetime(2026, 1, 1, 0, minute, tzinfo=datetime.timezone.utc)
+    return RunInfo(
+        name, "ns", "dag", "build", "r1", -1, "1", status, created, "dbt build", name + "-results"
+    )
+
+
+def test_the_runs_table_has_a_progress_column() -> None:
+    now = datetime.datetime(2026, 1, 1, 1, 0, tzinfo=datetime.timezone.utc)
+    runs = [_run("done", "Succeeded", 0), _run("going", "Running", 30)]
+    snapshot = Snapshot(
+        done={"success": 11, "error": 1},
+        total=28,
+        running=(RunningNode("model.jaffle_shop.customers", 0.0),),
+        running_count=1,
+    )
+    progress = {("ns", "going"): short_progress(snapshot)}
+    header, *rows = run_table(runs, now=now, with_namespace=False, progress=progress)
+    assert header.split() == ["NAME", "DAG", "TASK", "RUN", "TRY", "STATUS", "PROGRESS", "AGE"]
+    assert [row.split() for row in rows] == [
+        ["going", "dag", "build", "r1", "1", "Running", "12/28", "running", "customers", "30m"],
+        ["done", "dag", "build", "r1", "1", "Succeeded", "-", "60m"],
+    ]
+
+
+def test_the_progress_of_a_configmap_is_read_only_when_readable() -> None:
+    good = Snapshot(done={"pass": 2}, total=3)
+    configmap = {"metadata": {"annotations": {PROGRESS_ANNOTATION: good.encode()}}}
+    assert live_progress(configmap) == good
+    assert live_progress({"metadata": {"annotations": {PROGRESS_ANNOTATION: "{"}}}) is None
+    assert live_progress({"metadata": {}}) is None
+    assert live_progress(None) is None

@@ -19,6 +19,7 @@ from kubernetes import client
 
 from kubedbt import DbtRunSpec, RunIdentity, render_job, render_results_configmap
 from kubedbt.core import results
+from kubedbt.core.live import PROGRESS_ANNOTATION, parse_snapshot
 from kubedbt.core.render import ARTIFACTS_VOLUME, DBT_CONTAINER, SIDECAR_CONTAINER, owned_by_job
 from tests.unit.dbt_runs import load_with_dbt
 from tests.unit.scaled_project import write_run_results
@@ -121,6 +122,12 @@ def test_uploaded_results_equal_what_dbt_wrote(
     assert decoded.run_results == written
     assert decoded.summary is not None
     assert decoded.summary["nodes"] == len(written["results"]) == 28
+    # The final tally of dbt's log comes with the results (kubedbt.core.live).
+    final = parse_snapshot(configmap["metadata"]["annotations"][PROGRESS_ANNOTATION])
+    assert final is not None
+    assert final.done == {"success": 8, "pass": 20}
+    assert final.total == 28
+    assert final.running_count == 0
 
 
 def test_parse_error_uploads_the_digest_only(
@@ -133,6 +140,7 @@ def test_parse_error_uploads_the_digest_only(
     assert condition == "Failed"
     decoded = results.decode(configmap)
     assert decoded.status == "no-results"
+    assert PROGRESS_ANNOTATION not in configmap["metadata"]["annotations"]  # no node ran
     assert decoded.run_results is None
     assert any("fail_parse is set" in e["message"] for e in decoded.log_events)
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from kubedbt.core import naming
+from kubedbt.core.live import PROGRESS_ANNOTATION, RunningNode, Snapshot
 from kubedbt.core.progress import Decision, RunProgress, condition_since
 from kubedbt.core.results import UPLOAD_STATUS
 from tests.unit.test_classify import recorded
@@ -221,3 +222,47 @@ def test_a_stopped_runs_upload_is_awaited_for_the_grace_period_from_the_stop() -
     progress.listed("configmap", [pending])
     grace = progress.grace_period()
     assert progress.decide(ended) == Decision(None, wake_at=ended - 1 + grace + 20)
+
+
+# --- the sidecar's live tally, read from the ConfigMap (written by the pod: untrusted) ---
+
+
+def _configmap(progress: object, status: str = "pending") -> dict[str, Any]:
+    annotations: dict[str, Any] = {UPLOAD_STATUS: status}
+    if progress is not None:
+        annotations[PROGRESS_ANNOTATION] = progress
+    return {"metadata": {"name": "run-results", "annotations": annotations}}
+
+
+def test_the_live_tally_is_read_from_the_configmap() -> None:
+    snapshot = Snapshot(
+        done={"success": 3}, total=28, running=(RunningNode("model.a.b", 1.0e9),), running_count=1
+    )
+    progress = listed("success")
+    assert progress.live is None
+    progress.changed("configmap", "MODIFIED", _configmap(snapshot.encode()))
+    assert progress.live == snapshot
+    progress.listed("configmap", [_configmap(Snapshot(done={"success": 4}).encode())])
+    assert progress.live == Snapshot(done={"success": 4})
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "x" * 1_000_000,
+        "{not json",
+        '{"done": {"success": "many"}}',
+        '{"done": {}, "running": [["model.a", NaN]]}',
+        "[1, 2, 3]",
+        None,
+    ],
+)
+def test_a_hostile_progress_annotation_leaves_the_watch_as_it_was(hostile: object) -> None:
+    good = Snapshot(done={"success": 3}, total=28)
+    progress = listed("success")
+    progress.changed("configmap", "MODIFIED", _configmap(good.encode()))
+    before = progress.decide(1e10)
+    progress.changed("configmap", "MODIFIED", _configmap(hostile))
+    assert progress.live == good  # the last readable tally stays
+    assert progress.upload_status == "pending"
+    assert progress.decide(1e10) == before

@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 import json
 
-from kubedbt.airflow.trigger import ConnectionArgs, DbtJobTrigger, TriggerArgs
+from kubedbt.airflow.trigger import ConnectionArgs, DbtJobTrigger, ProgressLog, TriggerArgs
+from kubedbt.core.live import RunningNode, Snapshot
+from kubedbt.core.render import ANNOTATION_COMMAND
 from kubedbt.io.retry import RetryPolicy
-from kubedbt.io.watch import RunRef, WatchLimits
+from kubedbt.io.watch import RunRef, WatchLimits, command_name
 
 
 def test_serialize_round_trip() -> None:
@@ -55,3 +57,50 @@ def test_a_trigger_serialised_by_an_older_kubedbt_still_rebuilds() -> None:
     kwargs = TriggerArgs(RunRef("j", "ns", "j-results", {"a": "b"}), WatchLimits(1.0)).to_kwargs()
     kwargs["limits"]["execution_deadline"] = 1_790_003_600.0
     assert TriggerArgs.from_kwargs(kwargs).limits == WatchLimits(startup_timeout=1.0)
+
+
+class _Lines:
+    """Collects what the trigger logs, as the task log would show it."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, msg: str, /, *args: object) -> None:
+        self.lines.append(msg % args)
+
+
+def test_progress_lines_are_bounded_and_readable() -> None:
+    now = [1000.0]
+    written = _Lines()
+    progress = ProgressLog(written, clock=lambda: now[0])
+    customers = RunningNode("model.jaffle_shop.customers", 1000.0)
+    for second in range(120):  # a change every second for two minutes
+        now[0] = 1000.0 + second
+        done = {"success": second // 10 + 1, "error": 1}
+        progress.update(
+            Snapshot(done=done, total=28, running=(customers,), running_count=1), "dbt build"
+        )
+    assert len(written.lines) == 4  # at 0, 30, 60 and 90 s
+    assert written.lines[1] == (
+        "dbt build: 5 of 28 nodes done (4 success, 1 error), "
+        "running model.jaffle_shop.customers for 30s"
+    )
+    now[0] = 1000.0 + 125
+    progress.tick()  # the change held back since 90 s is written at the next tick
+    assert written.lines[-1].startswith("dbt build: 13 of 28 nodes done (12 success, 1 error)")
+    now[0] = 1000.0 + 125 + 299
+    progress.tick()
+    assert len(written.lines) == 5  # unchanged: nothing until the heartbeat
+    now[0] = 1000.0 + 125 + 300
+    progress.tick()
+    assert written.lines[-1].endswith("running model.jaffle_shop.customers for 7m05s")
+
+
+def test_the_command_is_named_without_its_options() -> None:
+    def job(command: object) -> dict[str, object]:
+        return {"metadata": {"annotations": {ANNOTATION_COMMAND: command}}}
+
+    assert command_name(job("dbt build --vars '{password: secret}' -s customers")) == "dbt build"
+    assert command_name(job("dbt source freshness --select x")) == "dbt source freshness"
+    assert command_name(job("dbt 'unclosed")) == "dbt"
+    assert command_name(None) == "dbt"

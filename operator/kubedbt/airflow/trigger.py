@@ -6,16 +6,20 @@ connection and namespace in a triggerer shares one informer (kubedbt.io.informer
 of kubedbt's Jobs, pods and ConfigMaps, one API client), so a thousand waiting runs cost three
 streams. It classifies the outcome itself and sends back only what the worker needs: the
 outcome, the summary and the log tail.
+
+While it waits it writes the sidecar's tally of dbt's log to the task log (ProgressLog), so a
+two-hour build is not silent until its end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -24,14 +28,63 @@ from asgiref.sync import sync_to_async
 from kubedbt.airflow.events import RunEvent, error_event, run_event
 from kubedbt.core.classify import classify
 from kubedbt.core.errors import KubedbtError
+from kubedbt.core.live import LineGate, Snapshot, progress_line
 from kubedbt.io.api_errors import KubeApiError, describe
 from kubedbt.io.informer import NamespaceInformer, shared_informer
 from kubedbt.io.kube import RunClient
 from kubedbt.io.retry import RetryPolicy
-from kubedbt.io.watch import RunRef, WatchLimits, watch_run
+from kubedbt.io.watch import RunRef, WatchLimits, WatchResult, watch_run
 
 # Seconds on_kill waits to learn whether the task is still deferred before stopping the run.
 STATE_LOOKUP_TIMEOUT = 3.0
+# Progress lines: at most one per PROGRESS_INTERVAL seconds when the tally changes, and one per
+# PROGRESS_HEARTBEAT while a node runs on without a change; PROGRESS_TICK is how often a change
+# held back by the interval is looked at again.
+PROGRESS_INTERVAL = 30.0
+PROGRESS_HEARTBEAT = 300.0
+PROGRESS_TICK = 5.0
+
+
+class _InfoLog(Protocol):
+    def info(self, msg: str, /, *args: Any) -> Any: ...
+
+
+class ProgressLog:
+    """Writes the run's progress to the task log, at a bounded rate.
+
+    update() takes each new tally from the watch; tick() writes a line when LineGate says one is
+    due, so a change held back by the interval is written at the next tick, not lost.
+    """
+
+    def __init__(
+        self,
+        log: _InfoLog,
+        *,
+        gate: LineGate | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.log = log
+        self.gate = gate or LineGate(interval=PROGRESS_INTERVAL, heartbeat=PROGRESS_HEARTBEAT)
+        self.clock = clock
+        self.latest: Snapshot | None = None
+        self.command = "dbt"
+
+    def update(self, snapshot: Snapshot, command: str) -> None:
+        """A new tally from the watch (watch_run's on_progress)."""
+        self.latest, self.command = snapshot, command
+        self.tick()
+
+    def tick(self) -> None:
+        """Write a line if one is due now."""
+        now = self.clock()
+        if self.latest is not None and self.gate.due(self.latest, now):
+            self.log.info("%s", progress_line(self.latest, now, command=self.command))
+
+    async def ticking(self) -> None:
+        """Tick until cancelled (run() cancels it when the watch ends)."""
+        while True:  # bounded by the watch: run() cancels this task in a finally
+            await asyncio.sleep(PROGRESS_TICK)
+            self.tick()
 
 
 @dataclass(frozen=True)
@@ -114,9 +167,7 @@ class DbtJobTrigger(BaseTrigger):
         try:
             await self.hook.get_conn_extras()  # resolved now, so on_kill need not ask again
             async with args.connection.informer(run.namespace, args.retry) as informer:
-                result = await watch_run(
-                    informer, args.run, args.limits, memory_limit=args.memory_limit
-                )
+                result = await self._watch(informer)
             event = run_event(run.job_name, run.namespace, classify(result.evidence), result)
         except Exception as e:  # the worker decides what to do; the triggerer must not crash
             # The event's text goes to the task log and XCom: described, never repr'd. API
@@ -131,6 +182,22 @@ class DbtJobTrigger(BaseTrigger):
             )
             event = error_event(run.job_name, run.namespace, describe(e))
         yield TriggerEvent(dict(event))
+
+    async def _watch(self, informer: NamespaceInformer) -> WatchResult:
+        """watch_run, writing the run's progress to the task log while it waits."""
+        progress = ProgressLog(self.log)
+        ticking = asyncio.ensure_future(progress.ticking())
+        try:
+            return await watch_run(
+                informer,
+                self.args.run,
+                self.args.limits,
+                on_progress=progress.update,
+                memory_limit=self.args.memory_limit,
+            )
+        finally:
+            ticking.cancel()
+            await asyncio.gather(ticking, return_exceptions=True)
 
     async def on_kill(self) -> None:
         """The task was cleared or marked while deferred: stop this try's run (RunClient.stop_run).

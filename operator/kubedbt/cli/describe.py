@@ -16,9 +16,10 @@ from typing import Any
 
 from kubedbt.cli.cluster import Cluster
 from kubedbt.cli.results import decode_results
-from kubedbt.cli.run_info import RunInfo, parse_time
+from kubedbt.cli.run_info import RunInfo, live_progress, parse_time
 from kubedbt.cli.table import FIELD_WIDTH, age, field
 from kubedbt.core.classify import Outcome, event_lines
+from kubedbt.core.live import progress_line
 from kubedbt.core.progress import RunProgress, judge
 from kubedbt.core.report import summary_lines
 
@@ -64,6 +65,10 @@ def describe_lines(
         field("Command", run.command or "<unknown>"),
         field("Results", f"ConfigMap {run.results_configmap}, {upload}"),
     ]
+    snapshot = live_progress(configmap)
+    if snapshot is not None:
+        # Without the command: the Command line above names it.
+        lines.append(field("Progress", progress_line(snapshot, now.timestamp(), command="")))
     if results is not None and results.summary is not None:
         lines.append(field("Summary", summary_lines(results.summary)[0]))
     lines += ["", *outcome_lines(outcome_of(job, pods, configmap, events, now=now), run)]

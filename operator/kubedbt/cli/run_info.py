@@ -16,6 +16,7 @@ from typing import Any, Final, Literal, get_args
 
 from kubedbt.cli.errors import USAGE, CliError
 from kubedbt.core import naming
+from kubedbt.core.live import PROGRESS_ANNOTATION, Snapshot, parse_snapshot
 from kubedbt.core.render import ANNOTATION_COMMAND, ANNOTATION_RESULTS
 
 RunStatus = Literal["Running", "Succeeded", "Failed", "Pending"]
@@ -71,6 +72,12 @@ class RunInfo:
                 annotations.get(ANNOTATION_RESULTS) or name + naming.RESULTS_SUFFIX
             ),
         )
+
+
+def live_progress(configmap: Mapping[str, Any] | None) -> Snapshot | None:
+    """The sidecar's tally of dbt's log on the results ConfigMap, or None (absent, unreadable)."""
+    annotations = ((configmap or {}).get("metadata") or {}).get("annotations") or {}
+    return parse_snapshot(annotations.get(PROGRESS_ANNOTATION))
 
 
 def job_status(job: Mapping[str, Any]) -> RunStatus:

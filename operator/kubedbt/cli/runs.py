@@ -1,29 +1,66 @@
-"""`kubectl dbt runs`: the table of kubedbt runs, newest first."""
+"""`kubectl dbt runs`: the table of kubedbt runs, newest first.
+
+The PROGRESS column is the results sidecar's live tally (kubedbt.core.live) of a running run,
+read from its results ConfigMap: one read per running run, none for the others, which show "-".
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from kubedbt.cli.cluster import Cluster
-from kubedbt.cli.errors import NOT_FOUND
-from kubedbt.cli.run_info import RunFilter, RunInfo, newest_first
+from kubedbt.cli.errors import NOT_FOUND, CliError
+from kubedbt.cli.run_info import RunFilter, RunInfo, live_progress, newest_first
 from kubedbt.cli.table import age, format_table
+from kubedbt.core.live import short_progress
 
-HEADER = ("NAME", "DAG", "TASK", "RUN", "TRY", "STATUS", "AGE")
+HEADER = ("NAME", "DAG", "TASK", "RUN", "TRY", "STATUS", "PROGRESS", "AGE")
+# Key of a run in the progress mapping.
+RunKey = tuple[str, str]
 
 
 def run_table(
-    runs: Sequence[RunInfo], *, now: datetime.datetime, with_namespace: bool
+    runs: Sequence[RunInfo],
+    *,
+    now: datetime.datetime,
+    with_namespace: bool,
+    progress: Mapping[RunKey, str] | None = None,
 ) -> list[str]:
-    """The table `kubectl dbt runs` prints; a NAMESPACE column first with --all-namespaces."""
+    """The table `kubectl dbt runs` prints; a NAMESPACE column first with --all-namespaces.
+
+    progress: the PROGRESS cell of each running run, by (namespace, name); others show "-".
+    """
     rows = []
     for run in newest_first(runs):
         row = [run.name, run.dag_id, run.task, run.run_id, run.try_number, run.status]
+        row.append((progress or {}).get((run.namespace, run.name), "-"))
         row.append(age(run.created, now))
         rows.append([run.namespace, *row] if with_namespace else row)
     return format_table(("NAMESPACE", *HEADER) if with_namespace else HEADER, rows)
+
+
+async def running_progress(cluster: Cluster, runs: Sequence[RunInfo]) -> dict[RunKey, str]:
+    """The PROGRESS cells of the running runs, from their results ConfigMaps.
+
+    A ConfigMap that cannot be read (gone, or no RBAC to read it) costs only its cell.
+    """
+    running = [run for run in runs if run.status == "Running"]
+
+    async def cell(run: RunInfo) -> str:
+        try:
+            configmap = await Cluster(cluster.client, run.namespace).configmap(
+                run.results_configmap
+            )
+        except CliError:
+            return "?"
+        snapshot = live_progress(configmap)
+        return short_progress(snapshot) if snapshot is not None else "-"
+
+    cells = await asyncio.gather(*(cell(run) for run in running))
+    return {(run.namespace, run.name): text for run, text in zip(running, cells, strict=True)}
 
 
 async def show_runs(
@@ -41,6 +78,7 @@ async def show_runs(
         where = "any namespace" if all_namespaces else f'namespace "{cluster.namespace}"'
         print(f"No kubedbt runs found in {where}.", file=sys.stderr)
         return NOT_FOUND
-    for line in run_table(runs, now=now, with_namespace=all_namespaces):
+    progress = await running_progress(cluster, runs)
+    for line in run_table(runs, now=now, with_namespace=all_namespaces, progress=progress):
         print(line)
     return 0

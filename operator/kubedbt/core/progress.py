@@ -25,7 +25,6 @@ period plus results_timeout after the stop was requested (as recorded on the Job
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -40,8 +39,10 @@ from kubedbt.core.classify import (
     container_status,
     latest_pod,
 )
+from kubedbt.core.live import PROGRESS_ANNOTATION, Snapshot, parse_snapshot
 from kubedbt.core.naming import DBT_CONTAINER, SIDECAR_CONTAINER
 from kubedbt.core.results import UPLOAD_STATUS, RunResults
+from kubedbt.core.timestamps import epoch_seconds
 
 JSON = dict[str, Any]
 Kind = Literal["job", "pod", "configmap"]
@@ -91,6 +92,8 @@ class RunProgress:
     job: JSON | None = None
     pods: dict[str, JSON] = field(default_factory=dict)
     upload_status: str | None = None  # None: no results ConfigMap seen
+    # The sidecar's tally of dbt's log (kubedbt.core.live); None until a readable one is seen.
+    live: Snapshot | None = None
     listed_kinds: set[Kind] = field(default_factory=set)
     job_deleted: bool = False
     # When this watch asked for the stop, until the Job's annotation that records it is seen.
@@ -129,6 +132,7 @@ class RunProgress:
                 self.pods[pod["metadata"]["name"]] = pod
         else:
             self.upload_status = _upload_status(items[0]) if items else None
+            self._record_live(items[0] if items else None)
 
     def changed(self, kind: Kind, event_type: str, obj: JSON) -> None:
         """One watch event (ADDED, MODIFIED or DELETED) of the run's Job, pod or ConfigMap."""
@@ -140,6 +144,19 @@ class RunProgress:
             self.pods[obj["metadata"]["name"]] = obj  # a DELETED pod keeps its last state
         else:
             self.upload_status = None if event_type == "DELETED" else _upload_status(obj)
+            self._record_live(obj)
+
+    def _record_live(self, configmap: Mapping[str, Any] | None) -> None:
+        """Keep the latest readable tally; a missing or unreadable one leaves the last in place.
+
+        The pod writes it, so it is untrusted input: parse_snapshot bounds and checks it.
+        """
+        annotations = ((configmap or {}).get("metadata") or {}).get("annotations") or {}
+        if not isinstance(annotations, Mapping):
+            return
+        snapshot = parse_snapshot(annotations.get(PROGRESS_ANNOTATION))
+        if snapshot is not None:
+            self.live = snapshot
 
     def observe(self, kind: Kind, event_type: str, payload: Any) -> None:
         """A list ("LIST", the objects) or a watch event (its type, the object)."""
@@ -179,7 +196,7 @@ class RunProgress:
     def stop_requested_at(self) -> float | None:
         """When the run was asked to stop (by this watch or anyone: the Job records it)."""
         annotations = ((self.job or {}).get("metadata") or {}).get("annotations") or {}
-        recorded = _parse(annotations.get(naming.STOP_REQUESTED_ANNOTATION))
+        recorded = epoch_seconds(annotations.get(naming.STOP_REQUESTED_ANNOTATION))
         return recorded if recorded is not None else self.stop_sent_at
 
     def grace_period(self) -> float:
@@ -318,7 +335,7 @@ def condition_since(obj: Mapping[str, Any] | None, kind: str) -> float | None:
     """When a true condition of type `kind` last turned true (None if not true or no time)."""
     for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
         if condition.get("type") == kind and condition.get("status") == "True":
-            return _parse(condition.get("lastTransitionTime"))
+            return epoch_seconds(condition.get("lastTransitionTime"))
     return None
 
 
@@ -345,15 +362,4 @@ def _upload_status(configmap: Mapping[str, Any]) -> str:
 
 def timestamp(obj: Mapping[str, Any] | None, key: str) -> float | None:
     """A metadata timestamp (creationTimestamp, deletionTimestamp) as epoch seconds."""
-    return _parse(((obj or {}).get("metadata") or {}).get(key))
-
-
-def _parse(text: Any) -> float | None:
-    """An API timestamp as epoch seconds (watch events say Z, client reads +00:00)."""
-    if not text:
-        return None
-    try:  # annotations can be edited by anyone: an unreadable one is no time at all
-        parsed = datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed.timestamp()
+    return epoch_seconds(((obj or {}).get("metadata") or {}).get(key))

@@ -12,6 +12,12 @@ With `artifacts_url` set it first copies target/ and dbt.log to object storage
 It also extracts from dbt's manifest the lineage digest (kubedbt.core.lineage) that OpenLineage and
 Airflow asset events are built from.
 
+While it waits for SIGTERM it follows dbt's JSON log as dbt writes it and patches a tally of it
+into the ConfigMap's progress annotation (kubedbt.io.live_progress), at most once every
+`progress_interval` seconds and only when it changed. Those patches are best effort
+and touch nothing else: the upload status stays `pending` until the final upload, which is made
+only after the follower has stopped and carries the final tally itself.
+
 It never changes the pod's outcome: whatever fails, it logs what and exits 0. When the ConfigMap
 cannot be patched with results, it still tries to mark it `failed` with the reason, so a reader can
 tell "not uploaded yet" from "could not upload".
@@ -19,6 +25,7 @@ tell "not uploaded yet" from "could not upload".
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -41,6 +48,7 @@ from kubedbt.core.interruption import (
     started_nodes,
 )
 from kubedbt.core.json_stream import json_members
+from kubedbt.core.live import PROGRESS_ANNOTATION, Snapshot
 from kubedbt.io.api_errors import describe
 from kubedbt.io.artifacts import upload_run
 from kubedbt.io.kube import RunClient
@@ -132,13 +140,18 @@ def _completion(target: UploadTarget) -> Completion | None:
 
 
 def patch_body(
-    data: dict[str, str], binary: dict[str, str], status: results.UploadStatus, error: str | None
+    data: dict[str, str],
+    binary: dict[str, str],
+    status: results.UploadStatus,
+    error: str | None,
+    progress: Snapshot | None = None,
 ) -> dict[str, Any]:
-    """A merge patch that fills the ConfigMap and sets its upload status."""
+    """A merge patch that fills the ConfigMap, sets its upload status and the final tally."""
+    annotations = {results.UPLOAD_STATUS: status, results.UPLOAD_ERROR: error}
+    if progress is not None:
+        annotations[PROGRESS_ANNOTATION] = progress.encode()
     return {
-        "metadata": {
-            "annotations": {results.UPLOAD_STATUS: status, results.UPLOAD_ERROR: error},
-        },
+        "metadata": {"annotations": annotations},
         "data": data or None,
         "binaryData": binary or None,
     }
@@ -225,13 +238,13 @@ async def patch(
     binary: dict[str, str],
     status: results.UploadStatus,
     error: str | None,
+    progress: Snapshot | None = None,
 ) -> results.UploadStatus:
     """Patch the ConfigMap with what `collect` gathered; raises when the API keeps refusing."""
     size = results.payload_size(data, binary)
     log.info("uploading %s (%d bytes) to configmap %s", status, size, target.configmap)
-    await client.patch_configmap(
-        target.configmap, target.namespace, patch_body(data, binary, status, error), REQUEST_TIMEOUT
-    )
+    body = patch_body(data, binary, status, error, progress)
+    await client.patch_configmap(target.configmap, target.namespace, body, REQUEST_TIMEOUT)
     return status
 
 
@@ -241,19 +254,35 @@ async def mark_failed(client: RunClient, target: UploadTarget, reason: str) -> N
     await client.patch_configmap(target.configmap, target.namespace, body, REQUEST_TIMEOUT)
 
 
-def wait_for_stop() -> signal.Signals:
-    """Block until SIGTERM or SIGINT: the kubelet's word that dbt has exited.
+def stop_requested() -> asyncio.Future[signal.Signals]:
+    """A future set by the first SIGTERM or SIGINT: the kubelet's word that dbt has exited.
 
-    The pod's lifetime bounds this wait: the kubelet always stops its sidecars at the end.
+    Called first thing in the event loop, so a stop that comes early is not missed. The pod's
+    lifetime bounds the wait: the kubelet always stops its sidecars at the end.
     """
-    stop_signals = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    log.info("waiting for the dbt container to finish")
-    return signal.Signals(signal.sigwait(stop_signals))
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def stopped(received_signal: signal.Signals) -> None:
+        if not received.done():
+            received.set_result(received_signal)
+
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(stop_signal, stopped, stop_signal)
+    return received
 
 
-async def upload_within(api_client: Any, target: UploadTarget, *, grace_seconds: float) -> None:
-    """Upload within the grace period; on failure mark the ConfigMap failed. Never raises."""
+async def upload_within(
+    api_client: Any,
+    target: UploadTarget,
+    *,
+    grace_seconds: float,
+    progress: Snapshot | None = None,
+) -> None:
+    """Upload within the grace period; on failure mark the ConfigMap failed. Never raises.
+
+    progress: the final tally of dbt's log, recorded with the results.
+    """
     started = time.monotonic()
     budget = max(1.0, grace_seconds - EXIT_MARGIN)
     try:
@@ -263,7 +292,7 @@ async def upload_within(api_client: Any, target: UploadTarget, *, grace_seconds:
         data, binary, status, error = await collect(target, artifacts_budget=artifacts_budget)
         left = max(1.0, budget - (time.monotonic() - started))
         client = RunClient(api_client, DEFAULT_POLICY.within(left * 0.8))
-        status = await patch(client, target, data, binary, status, error)
+        status = await patch(client, target, data, binary, status, error, progress)
         log.info("upload finished: %s in %.1fs", status, time.monotonic() - started)
     except Exception as e:  # the pod's outcome must never depend on the upload
         log.exception("upload failed")

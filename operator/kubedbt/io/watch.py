@@ -17,16 +17,20 @@ interrupted and uploads what it finished) and watches it end.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import shlex
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kubedbt.core import results as results_codec
 from kubedbt.core.classify import Evidence
+from kubedbt.core.live import Snapshot
 from kubedbt.core.naming import DBT_CONTAINER
 from kubedbt.core.progress import Ending, RunProgress, dbt_started_in
+from kubedbt.core.render import ANNOTATION_COMMAND
 from kubedbt.io.api_errors import describe
 from kubedbt.io.informer import NamespaceInformer, Subscription
 from kubedbt.io.kube import JSON, RunClient
@@ -69,6 +73,8 @@ class WatchResult:
 
 
 LogSink = Callable[[str], Awaitable[None] | None]
+# The sidecar's tally, and the dbt command it counts (`dbt build`, for a log line).
+ProgressSink = Callable[[Snapshot, str], None]
 
 
 async def watch_run(
@@ -77,10 +83,15 @@ async def watch_run(
     limits: WatchLimits,
     *,
     on_log: LogSink | None = None,
+    on_progress: ProgressSink | None = None,
     memory_limit: str | None = None,
     clock: Callable[[], float] = time.time,
 ) -> WatchResult:
-    """Follow a run until it ends or a deadline passes, then collect its evidence."""
+    """Follow a run until it ends or a deadline passes, then collect its evidence.
+
+    on_progress: called with the sidecar's tally of dbt's log each time a different one is seen
+    (kubedbt.core.live); an exception it raises is logged, never the watch's end.
+    """
     progress = RunProgress(
         startup_timeout=limits.startup_timeout,
         execution_timeout=limits.execution_timeout,
@@ -89,7 +100,9 @@ async def watch_run(
     logs = _LogFollower(informer, run.namespace, on_log)
     try:
         with informer.subscribe(run.job_name) as subscription:
-            ending = await _until_done(subscription, progress, clock, logs, run)
+            ending = await _until_done(
+                subscription, progress, clock, logs, run, _ProgressNotifier(on_progress)
+            )
     finally:
         await logs.stop()
     pod = progress.newest_pod
@@ -141,6 +154,7 @@ async def _until_done(
     clock: Callable[[], float],
     logs: _LogFollower,
     run: RunRef,
+    notify: _ProgressNotifier,
 ) -> Ending:
     """Feed observations to the progress until it says the run is over, and how.
 
@@ -171,6 +185,8 @@ async def _until_done(
         progress.observe(kind, event_type, payload)
         if kind == "pod":
             logs.follow(progress.pods)
+        elif kind == "configmap":
+            notify(progress.live, progress.job)
 
 
 async def _stop(informer: NamespaceInformer, run: RunRef, now: float) -> None:
@@ -187,6 +203,34 @@ async def _stop(informer: NamespaceInformer, run: RunRef, now: float) -> None:
         except Exception as e:  # an older chart's Role without jobs patch, say
             log.warning("could not stop %s (%s): deleting it instead", run.job_name, describe(e))
             await client.delete_job(run.job_name, run.namespace)
+
+
+class _ProgressNotifier:
+    """Hands each new tally to the caller's on_progress, once per distinct tally."""
+
+    def __init__(self, sink: ProgressSink | None) -> None:
+        self.sink = sink
+        self.last: Snapshot | None = None
+
+    def __call__(self, snapshot: Snapshot | None, job: JSON | None) -> None:
+        if self.sink is None or snapshot is None or snapshot == self.last:
+            return
+        self.last = snapshot
+        try:
+            self.sink(snapshot, command_name(job))
+        except Exception as e:  # progress is a courtesy; the run's outcome does not depend on it
+            log.warning("on_progress failed: %s", describe(e))
+
+
+def command_name(job: Mapping[str, Any] | None) -> str:
+    """`dbt build`: the command the Job runs, without its options (which can hold vars)."""
+    annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}
+    try:
+        words = shlex.split(str(annotations.get(ANNOTATION_COMMAND) or ""))
+    except ValueError:
+        words = []
+    name = list(itertools.takewhile(lambda word: not word.startswith("-"), words))[:3]
+    return " ".join(name) or "dbt"
 
 
 class _LogFollower:
