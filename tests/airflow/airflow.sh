@@ -10,7 +10,8 @@
 # package, our own data directory) and the four Airflow components are host processes, each started
 # with setsid and tracked by a pid file like the cluster's daemons (lib.sh). Everything lives in
 # $KUBEDBT_STATE/airflow, which `down` removes: pids/ and logs/ of the processes, home/
-# (AIRFLOW_HOME, task logs), dags/ (links to examples/dags/*.py and tests/deployment/dags/*.py,
+# (AIRFLOW_HOME, task logs), statsd.log (every metric line Airflow sent to the StatsD listener
+# tests/airflow/statsd_sink.py, which `up` starts as the component statsd-sink), dags/ (links to examples/dags/*.py and tests/deployment/dags/*.py,
 # made by `up`), pgdata/, and env, the configuration every component reads: a shell that sources
 # it runs the same Airflow (airflow dags list-import-errors, airflow tasks states-for-dag-run).
 #
@@ -36,6 +37,8 @@ env_file=$airflow_state/env
 airflow_kubeconfig=$airflow_state/airflow.kubeconfig
 
 api_port=${KUBEDBT_AIRFLOW_PORT:-8080}
+statsd_port=${KUBEDBT_AIRFLOW_STATSD_PORT:-8125}
+statsd_log=$airflow_state/statsd.log
 db_port=${KUBEDBT_AIRFLOW_DB_PORT:-5433}
 api_url=http://127.0.0.1:$api_port
 stop_timeout=${KUBEDBT_AIRFLOW_STOP_TIMEOUT:-30} # seconds from SIGTERM to SIGKILL
@@ -66,8 +69,12 @@ start_process() {
   shift 2
   mkdir -p "$pid_dir" "$log_dir"
   # setsid execs in place (this background child is not a process group leader), and so does
-  # setpriv, so $! is the process itself.
-  setsid "$@" >>"$log_dir/$name.log" 2>&1 </dev/null &
+  # setpriv, so $! is the process itself. Descriptors past stderr are closed first: run under
+  # `flock LOCK airflow.sh up`, the daemon would otherwise inherit the lock and hold it for life.
+  (
+    close_inherited_fds
+    exec setsid "$@"
+  ) >>"$log_dir/$name.log" 2>&1 </dev/null &
   pid=$!
   echo "$pid $(readlink -f "$exe")" >"$pid_dir/$name.pid"
   for _ in {1..20}; do
@@ -77,6 +84,17 @@ start_process() {
   daemon_running "$name" || die "$name exited at once; see $log_dir/$name.log:
 $(tail -n 20 "$log_dir/$name.log")"
   log "started $name (pid $pid), log in $log_dir/$name.log"
+}
+
+# Close every descriptor of this (sub)shell but stdin, stdout and stderr.
+close_inherited_fds() {
+  local fd
+  for fd in /proc/"$BASHPID"/fd/*; do
+    fd=${fd##*/}
+    if ((fd > 2)); then
+      eval "exec $fd>&-"
+    fi
+  done
 }
 
 # session_pids PID: the live processes of the session PID leads, and their descendants (postgres'
@@ -301,6 +319,13 @@ render_env() {
   env_line AIRFLOW__OPENLINEAGE__NAMESPACE kubedbt-tests
   env_line AIRFLOW__OPENLINEAGE__TRANSPORT \
     "{\"type\": \"file\", \"log_file_path\": \"$airflow_state/openlineage.jsonl\", \"append\": true}"
+  # Metrics (Airflow's and kubedbt's) go to statsd-sink, which appends them to statsd.log. Tags
+  # ride in the name, InfluxDB style (name,tag=value:1|c), so a plain StatsD line carries them.
+  env_line AIRFLOW__METRICS__STATSD_ON True
+  env_line AIRFLOW__METRICS__STATSD_HOST 127.0.0.1
+  env_line AIRFLOW__METRICS__STATSD_PORT "$statsd_port"
+  env_line AIRFLOW__METRICS__STATSD_PREFIX airflow
+  env_line AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED True
   env_line AIRFLOW_CONN_KUBERNETES_DEFAULT \
     "{\"conn_type\": \"kubernetes\", \"extra\": {\"kube_config_path\": \"$airflow_kubeconfig\"}}"
 }
@@ -476,8 +501,17 @@ deployment_healthy() {
 print_hints() {
   log "Airflow is up: UI and REST API at $api_url (everyone is admin, no login)"
   log "  component logs in $log_dir, task logs in $airflow_state/home/logs"
+  log "  metrics (StatsD, 127.0.0.1:$statsd_port) in $statsd_log"
   log "  its CLI: (source $env_file && $venv/bin/airflow dags list)"
   echo "$api_url"
+}
+
+# The StatsD listener: not an Airflow component, so not in the health report; `up` starts it
+# before the components, which send to it from their first metric on.
+start_statsd_sink() {
+  daemon_running statsd-sink && return
+  start_process statsd-sink "$python" \
+    "$python" "$repo/tests/airflow/statsd_sink.py" --port "$statsd_port" --output "$statsd_log"
 }
 
 # --- commands ---
@@ -496,6 +530,7 @@ cmd_up() {
       stop_process "${airflow_components[i]}"
     done
   fi
+  start_statsd_sink >&2
   if deployment_healthy; then
     print_hints
     return
@@ -526,6 +561,7 @@ cmd_down() {
   done
   wait
   stop_process api-server
+  stop_process statsd-sink
   stop_postgres
   if [[ -s $admin_kubeconfig ]] &&
     kc --request-timeout=5s get namespace airflow >/dev/null 2>&1; then
@@ -540,7 +576,7 @@ cmd_down() {
 
 cmd_status() {
   local name healthy=true report
-  for name in postgres "${airflow_components[@]}"; do
+  for name in postgres statsd-sink "${airflow_components[@]}"; do
     if daemon_running "$name"; then
       printf '%-16s running (pid %s)\n' "$name" "$(daemon_pid "$name")"
     else

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -30,6 +31,8 @@ BASE: dict[str, Any] = {"task_id": "dbt", "command": "build", "image": "kubedbt/
         ({"retry_strategy": "some"}, "retry_strategy"),
         ({"on_finish_action": "delete_pod"}, "on_finish_action"),
         ({"retryable_failures": {"test_failed": True}}, "retryable_failures"),
+        ({"on_warning": "warn"}, "on_warning"),
+        ({"on_warning": None}, "on_warning"),
         ({"pod_template_file": "/a.yaml", "pod_template_dict": {}}, "pod_template_file"),
         ({"artifacts_url": "http://minio:9000/bucket"}, "artifacts_url"),
         ({"artifacts_secret": "Not_A_Secret"}, "artifacts_secret"),
@@ -137,3 +140,121 @@ def test_the_asset_alias_is_an_outlet() -> None:
     assert AssetAlias("kubedbt/dbt") in operator.outlets
     named = DbtJobOperator(**{**BASE, "task_id": "named"}, asset_alias="marts")
     assert AssetAlias("marts") in named.outlets
+
+
+@pytest.mark.parametrize("policy", ["ignore", "log", "fail"])
+def test_on_warning_takes_its_three_policies(policy: str) -> None:
+    assert DbtJobOperator(**BASE, on_warning=policy).on_warning == policy
+    assert DbtJobOperator(**BASE).on_warning == "log"
+
+
+def test_a_warnings_failure_can_be_made_retryable() -> None:
+    operator = DbtJobOperator(**BASE, retryable_failures={"warnings": True})
+    assert operator.retryable_failures == {"warnings": True}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "parameter"),
+    [
+        ({"profile_conn_id": ""}, "profile_conn_id"),
+        ({"profile_conn_id": "warehouse", "profile_target": 3}, "profile_target"),
+        ({"profile_conn_id": "warehouse", "profile_args": {"type": "duckdb"}}, "profile_args"),
+        ({"profile_conn_id": "warehouse", "profile_args": {"at": timedelta(1)}}, "profile_args.at"),
+        ({"profile_conn_id": "warehouse", "target": "prod"}, "target"),
+        ({"profile_conn_id": "warehouse", "profile": "jaffle_shop"}, "profile"),
+        ({"profile_conn_id": "warehouse", "profiles_dir": "/usr/app"}, "profiles_dir"),
+    ],
+)
+def test_bad_profile_parameters_fail_at_parse_time(
+    overrides: dict[str, Any], parameter: str
+) -> None:
+    with pytest.raises(InvalidSpecError) as caught:
+        DbtJobOperator(**{**BASE, **overrides})
+    assert caught.value.parameter == parameter
+
+
+def test_profile_conn_id_and_target_are_templated_and_kept_out_of_the_spec() -> None:
+    operator = DbtJobOperator(
+        **BASE,
+        profile_conn_id="{{ params.conn }}",
+        profile_target="{{ params.target }}",
+        profile_args={"schema": "marts", "threads": 4},
+    )
+    assert {"profile_conn_id", "profile_target"} <= set(operator.template_fields)
+    assert "profile_args" not in operator.template_fields
+    assert "profile_conn_id" not in operator._spec_values()
+
+
+PRIVATE_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\n-----END PRIVATE KEY-----"
+
+
+def test_the_connection_is_read_rendered_and_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk._shared.secrets_masker.secrets_masker import redact
+
+    from kubedbt.airflow import params
+
+    extra = {"account": "acct", "warehouse": "TRANSFORMING_WH", "database": "ANALYTICS_DB"}
+    connection = {
+        "conn_type": "snowflake",
+        "login": "DBT",
+        "password": "passphrase-9f3c",
+        "schema": "MARTS",
+        "extra": {**extra, "private_key_content": PRIVATE_KEY},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_SNOW", json.dumps(connection))
+    operator = DbtJobOperator(**BASE, profile_conn_id="snow", profile_args={"threads": 4})
+    profile = params.read_profile(operator)
+    assert profile is not None
+    assert profile.target == "snow"
+    shown = str(redact(f"{profile.text} passphrase-9f3c {PRIVATE_KEY}"))
+    assert "passphrase-9f3c" not in shown
+    assert "MIIEvQIBADANBgkqhkiG9w0B" not in shown
+    # Ordinary extras stay readable in the task log: only keys Airflow deems sensitive are hidden.
+    assert str(redact("on TRANSFORMING_WH in ANALYTICS_DB")) == "on TRANSFORMING_WH in ANALYTICS_DB"
+
+
+# Not the key above: Airflow's masker is process-wide, and this one must be masked by kubedbt alone.
+KEYFILE_KEY = (
+    "-----BEGIN PRIVATE KEY-----\nMIIEvgIBADANBgkqhkiG9w0BAQEF\n-----END PRIVATE KEY-----\n"
+)
+
+
+def test_a_private_key_inside_keyfile_json_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow hides the keyfile_dict string (JSON, its newlines escaped); the key, unescaped as
+    dbt's keyfile_json and any log of it would show it, only kubedbt knows to hide."""
+    from airflow.sdk._shared.secrets_masker.secrets_masker import redact
+
+    from kubedbt.airflow import params
+
+    keyfile = {"type": "service_account", "private_key": KEYFILE_KEY, "client_email": "d@p.iam"}
+    extra = {"project": "analytics-prod-4711", "keyfile_dict": json.dumps(keyfile)}
+    connection = {"conn_type": "google_cloud_platform", "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_GCP", json.dumps(connection))
+    operator = DbtJobOperator(**BASE, profile_conn_id="gcp", profile_args={"dataset": "marts"})
+    assert params.read_profile(operator) is not None
+    shown = str(redact(f"key: {KEYFILE_KEY}"))
+    assert "MIIEvgIBADANBgkqhkiG9w0BAQEF" not in shown
+    assert str(redact("project analytics-prod-4711")) == "project analytics-prod-4711"
+
+
+@pytest.mark.parametrize(
+    ("connection", "problem"),
+    [
+        ({"conn_type": "mysql", "host": "h", "password": "hunter2-x"}, "type 'mysql' has no"),
+        ({"conn_type": "postgres", "login": "u", "password": "hunter2-x"}, "has no host"),
+        (None, "Airflow has no connection 'wh'"),
+    ],
+)
+def test_a_connection_kubedbt_cannot_use_names_the_parameter(
+    monkeypatch: pytest.MonkeyPatch, connection: dict[str, str] | None, problem: str
+) -> None:
+    from kubedbt.airflow import params
+
+    if connection is not None:
+        monkeypatch.setenv("AIRFLOW_CONN_WH", json.dumps(connection))
+    operator = DbtJobOperator(**BASE, profile_conn_id="wh")
+    with pytest.raises(InvalidSpecError) as caught:
+        params.read_profile(operator)
+    assert caught.value.parameter == "profile_conn_id"
+    assert problem in str(caught.value)
+    assert "hunter2-x" not in str(caught.value)

@@ -252,3 +252,42 @@ def test_sources_load_in_dbt_at_every_level(
         files[-1].write_text(json.dumps(level.decoded.sources))
     assert levels[-1].decoded.sources is None
     assert load_with_dbt(*files) == [len(written["results"])] * 2 + [1]
+
+
+@pytest.fixture(scope="module")
+def warn_run(tmp_path_factory: pytest.TempPathFactory) -> DbtRun:
+    """`dbt build` with the example's test of severity warn switched on."""
+    base = tmp_path_factory.mktemp("warn") / "warn"
+    return invoke(copy_example(base), base, "build", "--vars", "{warn_test: true}")
+
+
+def test_a_warned_test_is_listed_with_dbt_s_message(warn_run: DbtRun) -> None:
+    assert warn_run.exit_code == 0, warn_run.stdout[-2000:]
+    written = json.loads((warn_run.target_path / "run_results.json").read_text())
+    (warned,) = [r for r in written["results"] if r["status"] == "warn"]
+    summary = _round_trip(warn_run).summary
+    assert summary is not None
+    assert summary["counts"]["warn"] == 1
+    assert summary["failures"] == []
+    unique_id = "test.jaffle_shop.assert_every_customer_has_ordered"
+    assert summary["warnings"] == [{"unique_id": unique_id, "message": warned["message"]}]
+    assert warned["message"] == "Got 6 results, configured to warn if != 0"
+    assert summary["warnings_omitted"] == 0
+
+
+def test_a_run_without_warnings_lists_none(dbt_runs: dict[str, DbtRun]) -> None:
+    for name in ("success", "fail_model", "fail_test"):
+        summary = _round_trip(dbt_runs[name]).summary
+        assert summary is not None
+        assert (summary["warnings"], summary["warnings_omitted"]) == ([], 0), name
+
+
+def test_sources_past_warn_after_are_warnings(freshness_runs: dict[str, DbtRun]) -> None:
+    written = _sources(freshness_runs["warn"])
+    (late,) = [r for r in written["results"] if r["status"] == "warn"]
+    summary = _round_trip(freshness_runs["warn"]).summary
+    assert summary is not None
+    assert summary["warnings"] == [
+        {"unique_id": late["unique_id"], "message": results.freshness_message(late)}
+    ]
+    assert "warn_after" in summary["warnings"][0]["message"]

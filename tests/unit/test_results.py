@@ -438,6 +438,32 @@ def test_a_summary_without_freshness_keys_reads_with_their_defaults(
     assert decoded.summary == results.decode(packed_fail_model).summary
 
 
+def test_a_summary_without_warnings_reads_as_none_warned(
+    packed_fail_model: dict[str, Any],
+) -> None:
+    # As sidecars older than on_warning wrote it: the operator must still read it.
+    summary = json.loads(packed_fail_model["data"][results.SUMMARY_KEY])
+    del summary["warnings"], summary["warnings_omitted"]
+    decoded = results.decode(
+        _with(packed_fail_model, "data", results.SUMMARY_KEY, json.dumps(summary))
+    )
+    assert (decoded.status, decoded.upload_error) == ("uploaded", None)
+    assert decoded.summary is not None
+    assert (decoded.summary["warnings"], decoded.summary["warnings_omitted"]) == ([], 0)
+
+
+def test_the_stored_size_counts_binary_data_decoded_and_never_raises(
+    packed_fail_model: dict[str, Any],
+) -> None:
+    data = packed_fail_model.get("data") or {}
+    binary = packed_fail_model.get("binaryData") or {}
+    assert results.stored_size(packed_fail_model) == results.payload_size(data, binary)
+    damaged = _with(packed_fail_model, "binaryData", RR, "not base64 at all!")
+    expected = results.payload_size(data, {k: v for k, v in binary.items() if k != RR})
+    assert results.stored_size(damaged) == expected + len(RR) + len("not base64 at all!")
+    assert results.stored_size({}) == 0
+
+
 def test_the_uploaders_error_and_the_readers_are_both_kept(
     packed_fail_model: dict[str, Any],
 ) -> None:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Literal, TypedDict
 
-from kubedbt.core.classify import Outcome, OutcomeKind
+from typing_extensions import NotRequired
+
+from kubedbt.core.classify import RETRYABLE, Outcome, OutcomeKind
+from kubedbt.core.metrics import RunTimings, run_timings
+from kubedbt.core.report import warnings_reason
 from kubedbt.core.results import Summary
 from kubedbt.io.watch import WatchResult
+
+log = logging.getLogger(__name__)
 
 
 class RunEvent(TypedDict):
@@ -24,6 +31,8 @@ class RunEvent(TypedDict):
     upload_status: str | None
     log_tail: str | None
     pod_name: str | None
+    # From the Job's and pod's timestamps; absent from an older triggerer's events.
+    timings: NotRequired[RunTimings | None]
 
 
 def run_event(job_name: str, namespace: str, outcome: Outcome, result: WatchResult) -> RunEvent:
@@ -42,7 +51,17 @@ def run_event(job_name: str, namespace: str, outcome: Outcome, result: WatchResu
         "upload_status": results.status if results else None,
         "log_tail": result.log_tail,
         "pod_name": result.pod_name,
+        "timings": _timings(result),
     }
+
+
+def _timings(result: WatchResult) -> RunTimings | None:
+    """The run's timings for the metrics; None rather than an error that would cost the run."""
+    try:
+        return run_timings(result.evidence.job, result.evidence.pods)
+    except Exception:
+        log.exception("no timings for the metrics of this run")
+        return None
 
 
 def error_event(job_name: str, namespace: str, message: str) -> RunEvent:
@@ -64,4 +83,26 @@ def error_event(job_name: str, namespace: str, message: str) -> RunEvent:
         "upload_status": None,
         "log_tail": None,
         "pod_name": None,
+        "timings": None,
+    }
+
+
+def apply_warning_policy(run: RunEvent, on_warning: str) -> RunEvent:
+    """The run as the operator reports it: with on_warning "fail", warned nodes fail a success.
+
+    The failure is of kind "warnings" (terminal unless retryable_failures says otherwise); its
+    reason names the nodes, and the summary still lists them with their messages.
+    """
+    summary = run["summary"]
+    if on_warning != "fail" or run["status"] != "success" or summary is None:
+        return run
+    reason = warnings_reason(summary)
+    if reason is None:
+        return run
+    return {
+        **run,
+        "status": "failed",
+        "kind": "warnings",
+        "retryable": RETRYABLE["warnings"],
+        "reason": f"{reason}, and on_warning is 'fail'",
     }

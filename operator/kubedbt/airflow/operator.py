@@ -23,8 +23,8 @@ from typing import Any, ClassVar, Final, Literal, get_args
 from airflow.sdk import AssetAlias, BaseOperator, Context, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from kubedbt.airflow import lineage, links, params
-from kubedbt.airflow.events import RunEvent, run_event
+from kubedbt.airflow import lineage, links, metrics, params
+from kubedbt.airflow.events import RunEvent, apply_warning_policy, run_event
 from kubedbt.airflow.links import ARTIFACTS_FIELDS, JOB_FIELDS, LINKS, RunLinks, url_template
 from kubedbt.airflow.trigger import ConnectionArgs, DbtJobTrigger, TriggerArgs
 from kubedbt.core import naming, results
@@ -32,7 +32,9 @@ from kubedbt.core.artifacts import run_url
 from kubedbt.core.classify import RETRYABLE, classify
 from kubedbt.core.defaults import CONFIGMAP_NAME, apply_defaults, parse_defaults
 from kubedbt.core.errors import InvalidSpecError, KubedbtError
+from kubedbt.core.metrics import MetricTags
 from kubedbt.core.naming import RunIdentity
+from kubedbt.core.profiles import Profile
 from kubedbt.core.report import summary_lines
 from kubedbt.core.spec import DbtRunSpec, field_names
 from kubedbt.core.warehouse import check_warehouse_uri
@@ -44,6 +46,7 @@ from kubedbt.io.watch import RunRef, WatchLimits, watch_run
 
 RetryStrategy = Literal["failed_nodes", "full"]
 OnFinishAction = Literal["delete_job", "delete_succeeded_job", "keep_job"]
+OnWarning = Literal["ignore", "log", "fail"]
 SPEC_PARAMETERS: Final = frozenset(field_names())
 # Commands `dbt retry` can resume; for the others every try reruns the full command.
 RESUMABLE_COMMANDS: Final = frozenset({"build", "run", "test", "seed", "snapshot", "compile"})
@@ -86,6 +89,9 @@ class DbtJobOperator(BaseOperator):
     :param push_run_results: also push the full run_results.json to XCom (it can be large).
     :param retryable_failures: override which failure kinds Airflow retries, e.g.
         {"tests_failed": True}; see the README's failure table.
+    :param on_warning: what nodes that warned (tests with severity warn, sources past
+        warn_after) do to a run that succeeded: "log" (default) lists them in the task log,
+        "ignore" does not, "fail" fails the task (kind "warnings", not retried by default).
     :param log_tail_lines: lines of dbt's log shown in the task log when a run fails.
     :param defaults_configmap: the namespace's ConfigMap of defaults (the helm chart's
         `kubedbt-defaults`) for parameters the DAG leaves unset; None to ignore it.
@@ -99,6 +105,15 @@ class DbtJobOperator(BaseOperator):
         default [kubedbt] job_url_template in Airflow's configuration.
     :param artifacts_link_template: the "dbt artifacts" link, with {url}, {bucket} and
         {prefix}; default [kubedbt] artifacts_link_template, else the S3 or GCS console.
+    :param profile_conn_id: an Airflow connection (postgres, redshift, snowflake,
+        google_cloud_platform, databricks, trino, duckdb) rendered into the try's profiles.yml:
+        a Secret owned by the Job that only the dbt container mounts. dbt then runs with
+        --profile kubedbt --target <profile_target>; target, profile and profiles_dir are
+        refused beside it.
+    :param profile_target: the name of the profile's one target (dbt's target.name); default
+        the connection id.
+    :param profile_args: plain data laid over the rendered target (schema, threads, dataset,
+        any adapter option the connection does not carry). Visible in the UI: no secrets.
     """
 
     template_fields: Sequence[str] = (
@@ -118,6 +133,8 @@ class DbtJobOperator(BaseOperator):
         "env_vars",
         "labels",
         "annotations",
+        "profile_conn_id",
+        "profile_target",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"vars": "json", "macro_args": "json"}
     ui_color = "#ff694a"
@@ -137,6 +154,7 @@ class DbtJobOperator(BaseOperator):
         on_finish_action: OnFinishAction = "delete_succeeded_job",
         push_run_results: bool = False,
         retryable_failures: Mapping[str, bool] | None = None,
+        on_warning: OnWarning = "log",
         log_tail_lines: int = 50,
         pod_template_file: str | None = None,
         pod_template_dict: Mapping[str, Any] | None = None,
@@ -148,6 +166,9 @@ class DbtJobOperator(BaseOperator):
         artifacts_link_template: str | None = conf.get(
             "kubedbt", "artifacts_link_template", fallback=None
         ),
+        profile_conn_id: str | None = None,
+        profile_target: str | None = None,
+        profile_args: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         spec_values = {name: kwargs.pop(name) for name in list(kwargs) if name in SPEC_PARAMETERS}
@@ -161,6 +182,9 @@ class DbtJobOperator(BaseOperator):
         self.spec_parameters = sorted(spec_values)
         for name, value in spec_values.items():
             setattr(self, name, value)
+        self.profile_conn_id = profile_conn_id
+        self.profile_target = profile_target
+        self.profile_args = dict(profile_args) if profile_args is not None else None
         for name in self.template_fields:
             if not hasattr(self, name):
                 setattr(self, name, params.default(name))
@@ -178,6 +202,7 @@ class DbtJobOperator(BaseOperator):
         )
         self.push_run_results = push_run_results
         self.retryable_failures = params.retryable_overrides(retryable_failures)
+        self.on_warning = params.choice("on_warning", on_warning, get_args(OnWarning))
         self.log_tail_lines = log_tail_lines
         self.defaults_configmap = defaults_configmap
         self.api_retry_policy = RetryPolicy()
@@ -196,7 +221,9 @@ class DbtJobOperator(BaseOperator):
         self._running: tuple[str, str] | None = None
         self._finished: results.RunResults | None = None
         # Validate now what templating cannot change, so a bad DAG fails at parse time.
-        self._spec(early=True)
+        early = self._spec(early=True)
+        if profile_conn_id is not None:
+            params.check_profile(self, early)
 
     # --- building the run ---
 
@@ -204,6 +231,8 @@ class DbtJobOperator(BaseOperator):
         """The spec parameters as the DAG gave them (rendered, unless `early`)."""
         values: dict[str, Any] = {}
         for name in [*self.spec_parameters, *self.template_fields]:
+            if name not in SPEC_PARAMETERS:
+                continue  # the operator's own templated parameters (profile_conn_id, ...)
             value = params.plain(getattr(self, name, params.default(name)))
             if early and name in self.template_fields and params.templated(value):
                 value = params.default(name)
@@ -237,12 +266,24 @@ class DbtJobOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         """Validate, create or adopt this try's Job, then wait for it (here or deferred)."""
         identity = self._identity(context)
-        launched, spec = self._run_async(self._launch(self._spec_values(), identity))
+        # The connection is read before anything is created; its secrets are masked at once.
+        try:
+            profile = params.read_profile(self)
+        except KubedbtError as e:  # no such connection, or one kubedbt cannot map
+            raise AirflowFailException(str(e)) from None
+        launched, spec = self._run_async(self._launch(self._spec_values(), identity, profile))
         self._running = (launched.run.job_name, launched.run.namespace)
         self.run_links.job = self._running
         if spec.artifacts_url is not None:
             self.run_links.artifacts_url = run_url(spec.artifacts_url, launched.identity)
         self._announce(context, launched)
+        metrics.record_launch(
+            self._metric_tags(context, spec.namespace, spec.command),
+            try_number=identity.try_number,
+            resumed=launched.state_from is not None,
+            adopted=launched.run.adopted or launched.adopted_try is not None,
+            log=self.log,
+        )
         args = self._trigger_args(spec, launched.identity, launched.run.job_name)
         if self.deferrable:
             self.defer(
@@ -254,7 +295,7 @@ class DbtJobOperator(BaseOperator):
         return self.execute_complete(context, event)
 
     async def _launch(
-        self, values: dict[str, Any], identity: RunIdentity
+        self, values: dict[str, Any], identity: RunIdentity, profile: Profile | None = None
     ) -> tuple[Launched, DbtRunSpec]:
         """Apply the namespace's defaults, validate, and create (or adopt) this try's run."""
         async with self.connection.async_hook().get_conn() as api_client:
@@ -272,6 +313,7 @@ class DbtJobOperator(BaseOperator):
                 resume=resume,
                 log=self.log,
                 annotations=self._limit_annotations(spec),
+                profile=profile,
             )
             return launched, spec
 
@@ -361,18 +403,29 @@ class DbtJobOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Report the run, clean up per on_finish_action, and succeed or raise."""
-        run: RunEvent = event  # type: ignore[assignment]
+        # A run that succeeded with warned nodes fails here when on_warning says so.
+        run = apply_warning_policy(event, self.on_warning)  # type: ignore[arg-type]
         self._running = None
         self.run_links.job = (run["job_name"], run["namespace"])
         summary = run["summary"]
         if summary is not None and summary.get("artifacts"):
             self.run_links.artifacts_url = summary["artifacts"]["url"]  # type: ignore[index]
         if summary is not None:
-            for line in summary_lines(summary):
+            for line in summary_lines(summary, warnings=self.on_warning != "ignore"):
                 self.log.info("%s", line)
         if run["status"] != "success" and run["log_tail"]:
             self.log.info("last lines of dbt's log:\n%s", run["log_tail"])
-        self._finished = self._run_async(self._finish(run))
+        results_bytes = None
+        try:
+            self._finished, results_bytes = self._run_async(self._finish(run))
+        finally:  # the outcome is counted even when reading the results or deleting the Job fails
+            metrics.record_run(
+                run,
+                self._metric_tags(context, run["namespace"], getattr(self, "command", None)),
+                retryable=self._retryable(run),
+                results_bytes=results_bytes,
+                log=self.log,
+            )
         ti = context["ti"]
         if self.push_run_results and self._finished is not None:
             ti.xcom_push(key="run_results", value=self._finished.run_results)
@@ -390,18 +443,27 @@ class DbtJobOperator(BaseOperator):
             raise AirflowException(message)
         raise AirflowFailException(message)
 
+    def _metric_tags(self, context: Context, namespace: str, command: Any) -> MetricTags:
+        ti = context["ti"]
+        return MetricTags(
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            namespace=namespace,
+            command=command if isinstance(command, str) else None,
+        )
+
     def _retryable(self, run: RunEvent) -> bool:
         kind = run["kind"]
         if kind is None:
             return run["retryable"]
         return self.retryable_failures.get(kind, RETRYABLE[kind])
 
-    async def _finish(self, run: RunEvent) -> results.RunResults | None:
+    async def _finish(self, run: RunEvent) -> tuple[results.RunResults | None, int | None]:
         """Read the whole results ConfigMap, then delete the Job if that is the policy.
 
         The trigger's event carries the summary only; run_results (push_run_results) and the
         lineage digest (OpenLineage, asset events) are read here, once, before the Job and its
-        ConfigMap may go.
+        ConfigMap may go. Returns them with the size of the ConfigMap's payload, for the metrics.
         """
         succeeded = run["status"] == "success"
         delete = run["kind"] != "job_deleted" and (
@@ -410,6 +472,7 @@ class DbtJobOperator(BaseOperator):
             or run["kind"] in ABANDONED
         )
         finished = None
+        size = None
         async with self.connection.async_hook().get_conn() as api_client:
             client = RunClient(api_client, self.api_retry_policy)
             name = run["job_name"] + naming.RESULTS_SUFFIX
@@ -423,10 +486,11 @@ class DbtJobOperator(BaseOperator):
                 configmap = None
             if configmap is not None:
                 finished = results.decode(configmap, artifacts=self.push_run_results)
+                size = results.stored_size(configmap)
             if delete:
                 await client.delete_job(run["job_name"], run["namespace"])
                 self.log.info("deleted Job %s/%s", run["namespace"], run["job_name"])
-        return finished
+        return finished, size
 
     def _emit_assets(self, context: Context) -> None:
         """An asset event for each model, seed and snapshot the run built."""

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from airflow.sdk.log import mask_secret
 
+from kubedbt.airflow import profiles
 from kubedbt.core.classify import RETRYABLE, OutcomeKind
 from kubedbt.core.errors import InvalidSpecError
+from kubedbt.core.profiles import Profile, check_profile_parameters, refuse_chosen
 from kubedbt.core.spec import DbtRunSpec
 
 SENSITIVE_NAME_PARTS: Final = ("PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "PASS")
@@ -96,3 +98,32 @@ def retryable_overrides(value: Mapping[str, bool] | None) -> dict[OutcomeKind, b
             raise InvalidSpecError(f"retryable_failures[{kind!r}]", "expected true or false")
         overrides[kind] = retryable
     return overrides
+
+
+class _ProfileParameters(Protocol):
+    profile_conn_id: str | None
+    profile_target: str | None
+    profile_args: dict[str, Any] | None
+
+
+def check_profile(operator: _ProfileParameters, spec: DbtRunSpec) -> None:
+    """At parse time: the profile parameters that are not templates, and what they exclude."""
+    conn_id, target = operator.profile_conn_id, operator.profile_target
+    check_profile_parameters(
+        "placeholder" if templated(conn_id) else conn_id,
+        None if templated(target) else target,
+        operator.profile_args,
+    )
+    refuse_chosen(spec)
+
+
+def read_profile(operator: _ProfileParameters) -> Profile | None:
+    """The profiles.yml rendered from profile_conn_id (rendered), its secrets masked; or None."""
+    if operator.profile_conn_id is None:
+        return None
+    check_profile_parameters(
+        operator.profile_conn_id, operator.profile_target, operator.profile_args
+    )
+    return profiles.read_profile(
+        operator.profile_conn_id, target=operator.profile_target, args=operator.profile_args
+    )

@@ -58,6 +58,9 @@ OutcomeKind = Literal[
     "cancelled",
     "job_deleted",
     "unknown",
+    # Never classified here: the operator's on_warning="fail" turns a run that succeeded with
+    # warned nodes into this failure.
+    "warnings",
 ]
 
 # Whether another try may succeed, by kind. The operator lets a DAG override any of these.
@@ -85,6 +88,8 @@ RETRYABLE: Final[dict[OutcomeKind, bool]] = {
     "cancelled": True,
     "job_deleted": False,
     "unknown": True,
+    # The same nodes warn again; and `dbt retry` would rerun nothing, as they did not fail.
+    "warnings": False,
 }
 
 # Exit codes dbt itself chooses; anything else means it was killed or could not run.

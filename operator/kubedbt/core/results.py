@@ -3,8 +3,9 @@
 The sidecar packs these into the ConfigMap the operator created:
 - `run_results.json.gz` (binaryData): dbt's run_results.json, gzip-compressed;
 - `sources.json.gz` (binaryData): what `dbt source freshness` writes instead of run_results;
-- `summary.json` (data): counts by status, failed nodes with messages, the slowest nodes, the
-  sources that are not fresh, what was given up to fit;
+- `summary.json` (data): counts by status, failed nodes with messages, the nodes that warned
+  (tests of severity warn, sources past warn_after), the slowest nodes, the sources that are not
+  fresh, what was given up to fit;
 - `log_digest.json` (data): the error-level events of dbt's JSON log (code, name, message, node),
   which is the classifier's evidence even when dbt wrote no run_results (exit code 2);
 - `lineage.json.gz` (binaryData): what the run read and wrote, extracted from dbt's manifest
@@ -60,6 +61,8 @@ FAILED_STATUSES: Final = frozenset({"error", "fail", "runtime error"})
 SUCCESSFUL_STATUSES: Final = frozenset({"success", "pass", "warn"})
 
 MAX_FAILURES: Final = 50
+MAX_WARNINGS: Final = 50
+WARN_STATUS: Final = "warn"
 MAX_FRESHNESS: Final = 50
 MAX_SLOWEST: Final = 5
 MAX_EVENTS: Final = 50
@@ -80,6 +83,13 @@ class NodeFailure(TypedDict):
     status: str
     message: str
     failures: int | None
+
+
+class NodeWarning(TypedDict):
+    """A node that warned: a test of severity warn that found rows, a source past warn_after."""
+
+    unique_id: str
+    message: str
 
 
 class NodeTiming(TypedDict):
@@ -113,6 +123,9 @@ class Summary(TypedDict):
     counts: dict[str, int]
     failures: list[NodeFailure]
     failures_omitted: int
+    # Older sidecars wrote neither: readers take [] and 0.
+    warnings: list[NodeWarning]
+    warnings_omitted: int
     slowest: list[NodeTiming]
     freshness: list[SourceFreshness]
     freshness_omitted: int
@@ -202,6 +215,7 @@ class Tally:
         self.elapsed_time: float | None = None
         self.counts: Counter[str] = Counter()
         self.failures: list[NodeFailure] = []
+        self.warnings: list[NodeWarning] = []
         self.freshness: list[SourceFreshness] = []
         self.stale = 0
         self.slowest: list[NodeTiming] = []
@@ -231,6 +245,11 @@ class Tally:
                     "failures": result.get("failures"),
                 }
             )
+        if status == WARN_STATUS and len(self.warnings) < MAX_WARNINGS:
+            message = freshness_message(result) if self.of_sources else result.get("message")
+            self.warnings.append(
+                {"unique_id": unique_id, "message": shorten(str(message or ""), MESSAGE_CHARS)}
+            )
         if self.of_sources and status != "pass":
             self.stale += 1
             if len(self.freshness) < MAX_FRESHNESS:
@@ -257,6 +276,8 @@ class Tally:
             "counts": dict(sorted(self.counts.items())),
             "failures": self.failures,
             "failures_omitted": failed - len(self.failures),
+            "warnings": self.warnings,
+            "warnings_omitted": self.counts[WARN_STATUS] - len(self.warnings),
             "slowest": self.slowest,
             "freshness": self.freshness,
             "freshness_omitted": self.stale - len(self.freshness),
@@ -332,6 +353,23 @@ def payload_size(data: Mapping[str, str], binary_data: Mapping[str, str]) -> int
     return size + sum(len(k) + len(base64.b64decode(v)) for k, v in binary_data.items())
 
 
+def stored_size(configmap: Mapping[str, Any]) -> int:
+    """The payload size of a results ConfigMap as read from the API; never raises.
+
+    Like payload_size, but the map was written from inside the pod: a value that is not base64
+    counts as its text.
+    """
+    size = 0
+    for key, value in (configmap.get("data") or {}).items():
+        size += len(str(key)) + len(str(value).encode("utf-8", "surrogatepass"))
+    for key, value in (configmap.get("binaryData") or {}).items():
+        try:
+            size += len(str(key)) + len(base64.b64decode(str(value), validate=True))
+        except ValueError:
+            size += len(str(key)) + len(str(value))
+    return size
+
+
 def _binary_json(text: Any, key: str) -> Any:
     """The gzip-compressed JSON of a binaryData value, read within every bound."""
     if not isinstance(text, str):
@@ -385,6 +423,8 @@ def _summary(text: Any, key: str) -> Summary:
         value = {
             "freshness": [],
             "freshness_omitted": 0,
+            "warnings": [],
+            "warnings_omitted": 0,
             "interruption": None,
             "artifacts": None,
             **value,
