@@ -155,35 +155,34 @@ _POSTGRES_EXTRAS: Final = (
 )
 
 
-def _postgres(fields_: ConnectionFields, overlay: Mapping[str, Any]) -> tuple[Output, list[str]]:
-    # Airflow's postgres connection keeps the database in `schema`; dbt's schema is another thing
-    # (where models are built), public unless profile_args say otherwise.
-    output: Output = {
-        "type": "postgres",
+def _postgres_like(
+    fields_: ConnectionFields, overlay: Mapping[str, Any], *, port: int, extras: tuple[str, ...]
+) -> Output:
+    """What postgres and redshift outputs share.
+
+    Airflow's postgres-style connection keeps the database in `schema`; dbt's schema is another
+    thing (where models are built), public unless profile_args say otherwise.
+    """
+    return {
         "host": _required(fields_, fields_.host, "host", "Host"),
-        "port": fields_.port or 5432,
+        "port": fields_.port or port,
         "user": _required(fields_, fields_.login, "login", "Login"),
         "password": fields_.password or "",
         "dbname": _required(fields_, fields_.schema, "database", "Database (schema) field"),
         "schema": _dbt_schema(overlay, "public"),
-        **_from_extra(fields_, _POSTGRES_EXTRAS),
+        **_from_extra(fields_, extras),
     }
-    return output, [fields_.password or ""]
+
+
+def _postgres(fields_: ConnectionFields, overlay: Mapping[str, Any]) -> tuple[Output, list[str]]:
+    shared = _postgres_like(fields_, overlay, port=5432, extras=_POSTGRES_EXTRAS)
+    return {"type": "postgres", **shared}, [fields_.password or ""]
 
 
 def _redshift(fields_: ConnectionFields, overlay: Mapping[str, Any]) -> tuple[Output, list[str]]:
-    output: Output = {
-        "type": "redshift",
-        "method": "database",
-        "host": _required(fields_, fields_.host, "host", "Host"),
-        "port": fields_.port or 5439,
-        "user": _required(fields_, fields_.login, "login", "Login"),
-        "password": fields_.password or "",
-        "dbname": _required(fields_, fields_.schema, "database", "Database (schema) field"),
-        "schema": _dbt_schema(overlay, "public"),
-        **_from_extra(fields_, ("sslmode", "connect_timeout", "role", "ra3_node", "autocommit")),
-    }
-    return output, [fields_.password or ""]
+    extras = ("sslmode", "connect_timeout", "role", "ra3_node", "autocommit")
+    shared = _postgres_like(fields_, overlay, port=5439, extras=extras)
+    return {"type": "redshift", "method": "database", **shared}, [fields_.password or ""]
 
 
 def _snowflake(fields_: ConnectionFields, overlay: Mapping[str, Any]) -> tuple[Output, list[str]]:
