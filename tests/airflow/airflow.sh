@@ -12,8 +12,9 @@
 # $KUBEDBT_STATE/airflow, which `down` removes: pids/ and logs/ of the processes, home/
 # (AIRFLOW_HOME, task logs), statsd.log (every metric line Airflow sent to the StatsD listener
 # tests/airflow/statsd_sink.py, which `up` starts as the component statsd-sink), dags/ (links to
-# examples/dags/*.py and tests/deployment/dags/*.py, made by `up`), pgdata/, and env, the configuration every component reads: a shell that sources
-# it runs the same Airflow (airflow dags list-import-errors, airflow tasks states-for-dag-run).
+# examples/dags/*.py and tests/deployment/dags/*.py, made by `up`), pgdata/, and env, the
+# configuration every component reads: a shell that sources it runs the same Airflow (airflow dags
+# list-import-errors, airflow tasks states-for-dag-run).
 #
 # Airflow reaches the cluster as the ServiceAccount airflow/airflow, with no rights of its own. A
 # namespace where kubedbt runs grants it the launcher Role through the chart:
