@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
-from tests.conftest import launcher_token, write_kubeconfig
+from tests.conftest import launcher_token, node_address, write_kubeconfig
+from tests.warehouse import Warehouse, running_warehouse
+
+
+@pytest.fixture(scope="module")
+def warehouse(api_client: client.ApiClient) -> Iterator[Warehouse]:
+    """A throwaway PostgreSQL on the node's address, for the test modules that need one."""
+    with running_warehouse(node_address(api_client)) as running:
+        yield running
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from kubedbt.io.kube import RunClient
 from tests.conftest import admin_kubeconfig, namespace_with_chart, node_address
 from tests.objectstore import ObjectStore, running_object_store
 from tests.unit.dbt_runs import load_with_dbt
-from tests.warehouse import Warehouse, running_warehouse, wait_until
+from tests.warehouse import Warehouse, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -197,12 +197,6 @@ def test_a_run_copies_its_artifacts_under_its_own_folder(
     assert json.loads((into / "manifest.json").read_text())["nodes"] == manifest["nodes"]
     assert (into / "compiled/jaffle_shop/models/marts/customers.sql").is_file()
     assert (into / "logs" / "dbt.log").read_text() == log
-
-
-@pytest.fixture(scope="module")
-def warehouse(api_client: client.ApiClient) -> Iterator[Warehouse]:
-    with running_warehouse(node_address(api_client)) as running:
-        yield running
 
 
 def test_a_terminating_pod_uploads_what_dbt_left(

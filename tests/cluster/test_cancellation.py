@@ -33,8 +33,8 @@ from kubedbt.io.kube import RunClient
 from kubedbt.io.launch import launch_run
 from kubedbt.io.retry import RetryPolicy
 from kubedbt.io.watch import RunRef, WatchLimits, watch_run
-from tests.conftest import namespace_with_chart, node_address
-from tests.warehouse import Warehouse, running_warehouse, wait_until
+from tests.conftest import namespace_with_chart
+from tests.warehouse import Warehouse, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -54,12 +54,6 @@ AFTER_CUSTOMERS = {
 def namespace(api_client: client.ApiClient) -> Iterator[str]:
     with namespace_with_chart(api_client, "kubedbt-cancel") as name:
         yield name
-
-
-@pytest.fixture(scope="module")
-def warehouse(api_client: client.ApiClient) -> Iterator[Warehouse]:
-    with running_warehouse(node_address(api_client)) as running:
-        yield running
 
 
 def _spec(namespace: str, warehouse: Warehouse, **overrides: Any) -> DbtRunSpec:

@@ -33,8 +33,8 @@ from kubedbt.core.profiles import ConnectionFields, Profile, profile_spec, rende
 from kubedbt.core.render import render_job
 from kubedbt.io.kube import RunClient
 from kubedbt.io.launch import Launched, launch_run
-from tests.conftest import namespace_with_chart, node_address
-from tests.warehouse import Warehouse, running_warehouse, wait_until
+from tests.conftest import namespace_with_chart
+from tests.warehouse import Warehouse, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -43,12 +43,6 @@ pytestmark = pytest.mark.cluster
 def namespace(api_client: client.ApiClient) -> Iterator[str]:
     with namespace_with_chart(api_client, "kubedbt-profile") as name:
         yield name
-
-
-@pytest.fixture(scope="module")
-def warehouse(api_client: client.ApiClient) -> Iterator[Warehouse]:
-    with running_warehouse(node_address(api_client)) as running:
-        yield running
 
 
 def _spec(namespace: str) -> DbtRunSpec:

@@ -293,6 +293,13 @@ async def _replaying(name: str) -> AsyncIterator[RunClient]:
 
     app = web.Application()
     app.router.add_route("*", "/{path:.*}", answer)
+    async with _serving(app) as api:
+        yield RunClient(api, ONCE)
+
+
+@contextlib.asynccontextmanager
+async def _serving(app: web.Application) -> AsyncIterator[client.ApiClient]:
+    """An ApiClient talking real HTTP to `app`, served on a free local port."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -301,7 +308,7 @@ async def _replaying(name: str) -> AsyncIterator[RunClient]:
         host, port = runner.addresses[0][:2]
         configuration = client.Configuration(host=f"http://{host}:{port}")
         async with client.ApiClient(configuration) as api:
-            yield RunClient(api, ONCE)
+            yield api
     finally:
         await runner.cleanup()
 
@@ -420,32 +427,23 @@ def test_a_secret_create_that_landed_before_failing_is_not_waited_out() -> None:
     async def scenario() -> float:
         app = web.Application()
         app.router.add_route("POST", "/api/v1/namespaces/{namespace}/secrets", answer)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            host, port = runner.addresses[0][:2]
-            configuration = client.Configuration(host=f"http://{host}:{port}")
-            policy = RetryPolicy(attempts=3, backoff_min=0.01, backoff_max=0.01, deadline=5)
-            secret = {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "run-profile", "namespace": NAMESPACE},
-                "type": "Opaque",
-                "stringData": {"profiles.yml": "x: 1"},
-            }
-            async with client.ApiClient(configuration) as api:
-                started = time.monotonic()
-                await RunClient(api, policy).ensure_profile_secret(
-                    secret,  # type: ignore[arg-type]
-                    "run",
-                    "uid-1",
-                    adopted=False,
-                )
-                return time.monotonic() - started
-        finally:
-            await runner.cleanup()
+        policy = RetryPolicy(attempts=3, backoff_min=0.01, backoff_max=0.01, deadline=5)
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "run-profile", "namespace": NAMESPACE},
+            "type": "Opaque",
+            "stringData": {"profiles.yml": "x: 1"},
+        }
+        async with _serving(app) as api:
+            started = time.monotonic()
+            await RunClient(api, policy).ensure_profile_secret(
+                secret,  # type: ignore[arg-type]
+                "run",
+                "uid-1",
+                adopted=False,
+            )
+            return time.monotonic() - started
 
     took = asyncio.run(scenario())
     assert posts == [503, 409]
