@@ -12,6 +12,7 @@ with DAG(
     start_date=datetime.datetime(2026, 11, 1),
     catchup=False,
     render_template_as_native_obj=True,
+    tags=["kubedbt-demo"],
 ):
     DbtJobOperator(
         task_id="dbt_build",

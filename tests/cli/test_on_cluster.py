@@ -69,6 +69,17 @@ def test_runs_without_a_match_exit_1(
     assert f'No kubedbt runs found in namespace "{finished_runs.namespace}"' in result.err
 
 
+def test_runs_in_an_empty_namespace_say_where_runs_are(
+    kubectl_dbt: Invoke, finished_runs: FinishedRuns
+) -> None:
+    # The run id is this session's own, so only the fixture's namespace has matching runs.
+    result = kubectl_dbt("runs", "-n", "default", "--run", finished_runs.run_id)
+    assert (result.code, result.out) == (1, "")
+    assert 'No kubedbt runs found in namespace "default".' in result.err
+    hint = f"Runs exist in: {finished_runs.namespace} (3). Use -n NAMESPACE, or -A"
+    assert hint in result.err, result.err
+
+
 def test_runs_in_all_namespaces_has_a_namespace_column(
     kubectl_dbt: Invoke, finished_runs: FinishedRuns
 ) -> None:

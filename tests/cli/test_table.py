@@ -7,7 +7,7 @@ import datetime
 import pytest
 
 from kubedbt.cli.run_info import RunInfo, RunStatus, live_progress
-from kubedbt.cli.runs import run_table
+from kubedbt.cli.runs import elsewhere_hint, run_table
 from kubedbt.cli.table import age, format_table, human_duration
 from kubedbt.core.live import PROGRESS_ANNOTATION, RunningNode, Snapshot, short_progress
 
@@ -92,3 +92,13 @@ def test_the_progress_of_a_configmap_is_read_only_when_readable() -> None:
     assert live_progress({"metadata": {"annotations": {PROGRESS_ANNOTATION: "{"}}}) is None
     assert live_progress({"metadata": {}}) is None
     assert live_progress(None) is None
+
+
+def test_elsewhere_hint_names_namespaces_in_order_and_cuts_at_five() -> None:
+    assert elsewhere_hint({}) is None
+    assert elsewhere_hint({"b": 1, "a": 2}) == (
+        "Runs exist in: a (2), b (1). Use -n NAMESPACE, or -A for all namespaces."
+    )
+    many = elsewhere_hint({f"ns{i}": 1 for i in range(7)})
+    assert many is not None
+    assert many.startswith("Runs exist in: ns0 (1), ns1 (1), ns2 (1), ns3 (1), ns4 (1) and 2 more.")

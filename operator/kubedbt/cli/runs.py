@@ -63,6 +63,30 @@ async def running_progress(cluster: Cluster, runs: Sequence[RunInfo]) -> dict[Ru
     return {(run.namespace, run.name): text for run, text in zip(running, cells, strict=True)}
 
 
+def elsewhere_hint(counts: Mapping[str, int]) -> str | None:
+    """Where the runs are when the current namespace has none (a new user's first `runs`)."""
+    if not counts:
+        return None
+    where = ", ".join(f"{namespace} ({n})" for namespace, n in sorted(counts.items())[:5])
+    more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
+    return f"Runs exist in: {where}{more}. Use -n NAMESPACE, or -A for all namespaces."
+
+
+async def _namespaces_with_runs(
+    cluster: Cluster, wanted: RunFilter, selector: str | None
+) -> dict[str, int]:
+    """How many matching runs each namespace has; nothing when listing all is not allowed."""
+    try:
+        jobs = await cluster.list_runs(all_namespaces=True, selector=selector)
+    except CliError:  # a namespaced identity may not list cluster-wide: no hint then
+        return {}
+    counts: dict[str, int] = {}
+    for run in map(RunInfo.from_job, jobs):
+        if wanted.matches(run):
+            counts[run.namespace] = counts.get(run.namespace, 0) + 1
+    return counts
+
+
 async def show_runs(
     cluster: Cluster,
     wanted: RunFilter,
@@ -77,6 +101,10 @@ async def show_runs(
     if not runs:
         where = "any namespace" if all_namespaces else f'namespace "{cluster.namespace}"'
         print(f"No kubedbt runs found in {where}.", file=sys.stderr)
+        if not all_namespaces:
+            hint = elsewhere_hint(await _namespaces_with_runs(cluster, wanted, selector))
+            if hint:
+                print(hint, file=sys.stderr)
         return NOT_FOUND
     progress = await running_progress(cluster, runs)
     for line in run_table(runs, now=now, with_namespace=all_namespaces, progress=progress):
