@@ -38,9 +38,10 @@ dbt-venv: $(DBT_VENV)/.installed ## Create .venv-dbt with the dbt image's pinned
 
 .PHONY: lint
 lint: venv ## ruff, mypy --strict and the import-linter layer contracts
-	$(BIN)/ruff check operator tests examples bench
-	$(BIN)/ruff format --check operator tests examples bench
+	$(BIN)/ruff check operator tests examples bench images/project
+	$(BIN)/ruff format --check operator tests examples bench images/project
 	$(BIN)/mypy
+	$(BIN)/mypy --strict images/project/build.py
 	$(BIN)/lint-imports
 	@# Collecting imports every test module, so one that needs the cluster breaks here, not later.
 	$(BIN)/pytest --collect-only -q tests >/dev/null
@@ -74,6 +75,16 @@ cluster-status: ## Show the local cluster's components and node
 .PHONY: images
 images: ## Build every images/*/Dockerfile and import the images into the cluster
 	tests/cluster/images.sh
+
+# The variables reach the script through the environment ("$${PROJECT:-}" is expanded by the
+# shell, never spliced into this recipe by make), so no value given here is run as shell code.
+.PHONY: project-image
+project-image: venv ## Your dbt project as an image on kubedbt/dbt: PROJECT=dir IMAGE=name:tag
+	@$(BIN)/python images/project/build.py --project "$${PROJECT:-}" --image "$${IMAGE:-}" \
+	  --base "$${BASE:-kubedbt/dbt:dev}" --namespace "$${NAMESPACE:-kubedbt-demo}" \
+	  --sidecar-image "$${SIDECAR_IMAGE:-kubedbt/sidecar:dev}" \
+	  --profile-conn-id "$${PROFILE_CONN_ID:-}" \
+	  $${IGNORE_CHECKS:+--ignore-checks} $${KEEP_DBT_PACKAGES:+--keep-dbt-packages}
 
 .PHONY: demo
 demo: venv ## Local cluster, images, Airflow, then the example DAG run by Airflow on DuckDB
