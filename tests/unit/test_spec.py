@@ -73,6 +73,9 @@ BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
     ({"image_pull_secrets": ["Reg_Cred"]}, "image_pull_secrets[0]", "not a valid object name"),
     ({"namespace": "Analytics"}, "namespace", "not a valid name"),
     ({"namespace": "a" * 64}, "namespace", "not a valid name"),
+    # Python's `$` matches before a trailing newline: whole values are checked with fullmatch.
+    ({"namespace": "kubedbt-demo\n"}, "namespace", "not a valid name"),
+    ({"env_vars": {"PORT\n": "1"}}, "env_vars", "not a valid environment variable name"),
     ({"service_account_name": "dbt runner"}, "service_account_name", "not a valid object name"),
     (
         {"container_resources": {"limits": {"memory": "2GB"}}},

@@ -126,7 +126,7 @@ def label_value(text: str) -> str:
     Valid values are returned unchanged, so `kubectl get jobs -l kubedbt.io/dag-id=daily` works as
     a person would type it; anything else becomes a sanitised prefix plus a hash of the original.
     """
-    if len(text) <= MAX_NAME and validate.LABEL_VALUE.match(text):
+    if len(text) <= MAX_NAME and validate.LABEL_VALUE.fullmatch(text):
         return text
     digest = _digest(text)
     room = MAX_NAME - len(digest) - 1

@@ -27,7 +27,7 @@ _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 def dns_label(parameter: str, value: object) -> str:
     """A DNS-1123 label: what namespaces and container names must be."""
     text = string(parameter, value)
-    if len(text) > 63 or not DNS1123_LABEL.match(text):
+    if len(text) > 63 or not DNS1123_LABEL.fullmatch(text):
         raise InvalidSpecError(
             parameter,
             f"{text!r} is not a valid name: use at most 63 lower-case letters, digits and '-', "
@@ -39,7 +39,7 @@ def dns_label(parameter: str, value: object) -> str:
 def dns_subdomain(parameter: str, value: object) -> str:
     """A DNS-1123 subdomain: what most object names (secrets, service accounts) must be."""
     text = string(parameter, value)
-    if len(text) > 253 or not DNS1123_SUBDOMAIN.match(text):
+    if len(text) > 253 or not DNS1123_SUBDOMAIN.fullmatch(text):
         raise InvalidSpecError(
             parameter,
             f"{text!r} is not a valid object name: use lower-case letters, digits, '-' and '.', "
@@ -123,9 +123,9 @@ def list_of_mappings(parameter: str, value: object) -> tuple[dict[str, Any], ...
 def qualified_key(parameter: str, key: str) -> str:
     """A label or annotation key: an optional DNS subdomain prefix, '/', and a qualified name."""
     prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix)):
+    if prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.fullmatch(prefix)):
         raise InvalidSpecError(parameter, f"key {key!r} has an invalid prefix {prefix!r}")
-    if len(name) > 63 or not _QUALIFIED_NAME.match(name):
+    if len(name) > 63 or not _QUALIFIED_NAME.fullmatch(name):
         raise InvalidSpecError(
             parameter,
             f"key {key!r} is invalid: the name part must be at most 63 letters, digits, '-', '_' "
@@ -140,7 +140,7 @@ def labels(parameter: str, value: object) -> dict[str, str]:
     for key, item in result.items():
         qualified_key(parameter, key)
         text = string(f"{parameter}[{key!r}]", item, allow_empty=True)
-        if len(text) > 63 or not LABEL_VALUE.match(text):
+        if len(text) > 63 or not LABEL_VALUE.fullmatch(text):
             raise InvalidSpecError(
                 f"{parameter}[{key!r}]",
                 f"{text!r} is not a valid label value: at most 63 letters, digits, '-', '_' or '.'",
@@ -162,7 +162,7 @@ def quantity(parameter: str, value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise InvalidSpecError(parameter, f"expected a quantity such as '2Gi', got {value!r}")
     text = str(value)
-    if not _QUANTITY.match(text) or text.startswith("-"):
+    if not _QUANTITY.fullmatch(text) or text.startswith("-"):
         raise InvalidSpecError(
             parameter,
             f"{text!r} is not a resource quantity (examples: '250m', '1', '512Mi', '2Gi')",
@@ -173,7 +173,7 @@ def quantity(parameter: str, value: object) -> str:
 def env_name(parameter: str, value: object) -> str:
     """An environment variable name as Kubernetes accepts it."""
     text = string(parameter, value)
-    if not _ENV_NAME.match(text):
+    if not _ENV_NAME.fullmatch(text):
         raise InvalidSpecError(
             parameter,
             f"{text!r} is not a valid environment variable name (letters, digits, '_', '-', '.')",
