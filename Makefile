@@ -84,7 +84,7 @@ project-image: venv ## Your dbt project as an image on kubedbt/dbt: PROJECT=dir 
 	  --base "$${BASE:-kubedbt/dbt:dev}" --namespace "$${NAMESPACE:-kubedbt-demo}" \
 	  --sidecar-image "$${SIDECAR_IMAGE:-kubedbt/sidecar:dev}" \
 	  --profile-conn-id "$${PROFILE_CONN_ID:-}" \
-	  $${IGNORE_CHECKS:+--ignore-checks} $${KEEP_DBT_PACKAGES:+--keep-dbt-packages}
+	  --ignore-checks "$${IGNORE_CHECKS:-}" --keep-dbt-packages "$${KEEP_DBT_PACKAGES:-}"
 
 .PHONY: demo
 demo: venv ## Local cluster, images, Airflow, then the example DAG run by Airflow on DuckDB

@@ -2,11 +2,12 @@
 
     .venv/bin/python images/project/build.py --project DIR --image NAME:TAG [--base IMAGE]
         [--namespace NS] [--sidecar-image IMAGE] [--profile-conn-id ID]
-        [--ignore-checks] [--keep-dbt-packages]
+        [--ignore-checks [YES/NO]] [--keep-dbt-packages [YES/NO]]
 
 1. Reads dbt_project.yml and the project's profiles.yml and checks that nothing writes where the
    pod cannot (kubedbt.core.project); a finding stops the build with its fix (--ignore-checks
-   goes on).
+   goes on). Credentials written into profiles.yml as they are get a warning: the image carries
+   them.
 2. Stages the project without target/, logs/ and its packages directory as the build context, and
    builds images/project/project.Dockerfile: `dbt deps` in a builder stage when the project has
    packages.yml or dependencies.yml (--keep-dbt-packages uses the project's own instead, for
@@ -59,15 +60,34 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--namespace", default="kubedbt-demo", help="where the chart is installed")
     parser.add_argument("--sidecar-image", default="kubedbt/sidecar:dev")
     parser.add_argument("--profile-conn-id", default="", help="an Airflow connection for dbt")
-    parser.add_argument("--ignore-checks", action="store_true", help="build despite findings")
+    # make passes the variables as they are ("" when unset); main reads them as yes or no.
     parser.add_argument(
-        "--keep-dbt-packages", action="store_true", help="vendor the project's packages as they are"
+        "--ignore-checks", nargs="?", const="1", default="", help="build despite findings"
     )
+    parser.add_argument(
+        "--keep-dbt-packages",
+        nargs="?", const="1", default="",
+        help="vendor the project's packages as they are",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
+def _text(path: Path, *, replace: bool = False) -> str:
+    """A file of the project as text (UTF-8, as dbt reads it), or an error naming it."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace" if replace else "strict")
+    except UnicodeDecodeError as e:
+        raise ProjectError(
+            str(path), f"is not UTF-8 text (byte {e.start}): dbt reads UTF-8, save it as such"
+        ) from e
+    except OSError as e:
+        if path.is_symlink() and not path.exists():
+            raise ProjectError(str(path), "is a broken or looping symbolic link") from e
+        raise ProjectError(str(path), f"cannot be read: {e.strerror or e}") from e
+
+
 def _read(path: Path) -> str | None:
-    return path.read_text() if path.is_file() else None
+    return _text(path) if path.is_file() else None
 
 
 def _profiles_dir(root: Path) -> str | None:
@@ -78,14 +98,14 @@ def _profiles_dir(root: Path) -> str | None:
     return None
 
 
-def _model_texts(root: Path, left_out: set[str]) -> list[str]:
+def _model_texts(root: Path, skip: set[str]) -> list[str]:
     texts = []
     for directory, subdirectories, files in os.walk(root):
         if Path(directory) == root:  # never walk into .venv, .git, target and the like
-            subdirectories[:] = [d for d in subdirectories if d not in left_out]
+            subdirectories[:] = [d for d in subdirectories if d not in skip]
         for name in files:
             if name.endswith(MODEL_SUFFIXES):
-                texts.append((Path(directory) / name).read_text(errors="replace"))
+                texts.append(_text(Path(directory) / name, replace=True))
     return texts
 
 
@@ -93,7 +113,7 @@ def check_project(root: Path, *, profile_conn_id: str) -> tuple[Project, Check, 
     """Read and check the project; return it, what the checks say and its profiles directory."""
     if not (root / "dbt_project.yml").is_file():
         raise ProjectError("PROJECT", f"{root} has no dbt_project.yml: it is not a dbt project")
-    text = (root / "dbt_project.yml").read_text()
+    text = _text(root / "dbt_project.yml")
     project = checks.read_project(text)
     check = Check(notes=checks.project_notes(text))
     for name in checks.PACKAGE_FILES:
@@ -102,16 +122,18 @@ def check_project(root: Path, *, profile_conn_id: str) -> tuple[Project, Check, 
             if not (root / local / "dbt_project.yml").is_file():
                 raise ProjectError(name, f"local package {local!r} has no dbt_project.yml")
     profiles_dir = _profiles_dir(root)
+    where = "profiles.yml" if profiles_dir in (None, ".") else f"{profiles_dir}/profiles.yml"
+    profiles_text = _read(root / where) if profiles_dir else None
+    # The file goes into the image even when profile_conn_id means dbt does not use it.
+    check.warnings += checks.literal_secrets(profiles_text, where)
     if profile_conn_id:
         check.notes.append(
             f"profile_conn_id={profile_conn_id!r}: dbt connects with that Airflow connection; "
             "the project's profiles.yml (if any) is not used"
         )
         return project, check, profiles_dir
-    left_out = set(LEFT_OUT) | {project.packages_install_path}
-    external = checks.uses_external_materialization(_model_texts(root, left_out))
-    profiles_text = _read(root / profiles_dir / "profiles.yml") if profiles_dir else None
-    where = "profiles.yml" if profiles_dir in (None, ".") else f"{profiles_dir}/profiles.yml"
+    skip = left_out(project, keep_packages=False)
+    external = checks.uses_external_materialization(_model_texts(root, skip))
     check.extend(checks.check_profiles(profiles_text, project, uses_external=external, where=where))
     home_profiles = Path.home() / ".dbt" / "profiles.yml"
     if profiles_text is None and home_profiles.is_file():
@@ -126,6 +148,8 @@ def report(check: Check, *, ignore: bool) -> None:
     """Print the notes and findings; stop on findings unless told to go on."""
     for note in check.notes:
         log(f"note: {note}")
+    for warning in check.warnings:
+        log(f"WARNING {warning}")
     for finding in check.findings:
         log(f"FINDING {finding.where}: {finding.problem}\n    fix: {finding.fix}")
     if check.findings and not ignore:
@@ -148,22 +172,63 @@ def _docker() -> str:
     return found
 
 
+def check_links(root: Path, skip: set[str]) -> None:
+    """Refuse links the copy would follow forever (a loop) or could not follow (broken)."""
+    for directory, subdirectories, files in os.walk(root):
+        here = Path(directory)
+        if here == root:
+            subdirectories[:] = [d for d in subdirectories if d not in skip]
+        for name in (*subdirectories, *files):
+            path = here / name
+            if not path.is_symlink():
+                continue
+            try:
+                target = path.resolve(strict=True)
+            except (OSError, RuntimeError) as e:  # RuntimeError: a loop, before Python 3.13
+                raise ProjectError(
+                    str(path), f"is a broken or looping symbolic link ({e}): remove it or fix it"
+                ) from e
+            parent = here.resolve()
+            if target.is_dir() and (target == parent or target in parent.parents):
+                raise ProjectError(
+                    str(path),
+                    f"links to {target}, a directory it is in, so copying the project (which "
+                    "follows links) would never end: remove the link",
+                )
+
+
+def left_out(project: Project, *, keep_packages: bool) -> set[str]:
+    """The top-level names of the project that stay out of the image."""
+    return set(LEFT_OUT) | (set() if keep_packages else {project.packages_install_path})
+
+
 def _stage(root: Path, context: Path, project: Project, *, keep_packages: bool) -> list[str]:
-    """Copy the project into the build context as project/; return what was left out."""
-    left_out = set(LEFT_OUT)
-    if not keep_packages:
-        left_out.add(project.packages_install_path)
+    """Copy the project into the build context as project/; return what was left out.
+
+    main has run check_links over the same names first.
+    """
+    skip = left_out(project, keep_packages=keep_packages)
     top = root.resolve()
 
     def ignored(directory: str, names: list[str]) -> set[str]:
         if Path(directory).resolve() != top:
             return set()
-        return {name for name in names if name in left_out}
+        return {name for name in names if name in skip}
 
-    skipped = sorted(name for name in os.listdir(root) if name in left_out)
+    skipped = sorted(name for name in os.listdir(root) if name in skip)
     nested = project.packages_install_path
     # Symlinks are followed: a local package dbt deps linked in becomes a copy.
-    shutil.copytree(root, context / "project", ignore=ignored)
+    try:
+        shutil.copytree(root, context / "project", ignore=ignored)
+    except shutil.Error as e:  # one (source, destination, why) per file that failed
+        failed = [f"{source}: {why}" for source, _, why in e.args[0]]
+        more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+        raise BuildError(
+            f"cannot copy {'; '.join(failed[:3])}{more}: make the files readable, or move them "
+            "out of the project"
+        ) from e
+    except OSError as e:
+        raise BuildError(f"cannot copy {e.filename or root}: {e.strerror or e}") from e
     # A nested packages directory (packages-install-path: deps/packages) goes after the copy.
     if not keep_packages and "/" in nested:
         shutil.rmtree(context / "project" / nested, ignore_errors=True)
@@ -285,24 +350,15 @@ def main(argv: list[str] | None = None) -> int:
                 "PROJECT", "is not set: make project-image PROJECT=dir IMAGE=name:tag"
             )
         image = checks.image_reference(args.image)
+        for parameter, value in (("BASE", args.base), ("SIDECAR_IMAGE", args.sidecar_image)):
+            checks.image_reference(value, parameter=parameter, digest=True)
+        ignore = checks.flag(args.ignore_checks, "IGNORE_CHECKS")
+        keep_packages = checks.flag(args.keep_dbt_packages, "KEEP_DBT_PACKAGES")
         root = Path(args.project).expanduser()
         if not root.is_dir():
             raise ProjectError("PROJECT", f"{root} is not a directory")
         project, check, profiles_dir = check_project(root, profile_conn_id=args.profile_conn_id)
-    except ProjectError as e:
-        log(f"ERROR {e}")
-        return 2
-    try:
-        report(check, ignore=args.ignore_checks)
-        docker = _docker()
-        build(docker, root, project, image=image, base=args.base, profiles_dir=profiles_dir,
-              keep_packages=args.keep_dbt_packages)  # fmt: skip
-        log(import_into_cluster(docker, image))
-    except (BuildError, subprocess.CalledProcessError) as e:
-        log(f"ERROR {e}")
-        return 1
-    dag = checks.render_dag(
-        DagOptions(
+        options = DagOptions(
             project=project,
             image=image,
             namespace=args.namespace,
@@ -311,7 +367,19 @@ def main(argv: list[str] | None = None) -> int:
             profile_conn_id=args.profile_conn_id or None,
             needs_connection=profiles_dir is None,
         )
-    )
+        check_links(root, left_out(project, keep_packages=keep_packages))
+        report(check, ignore=ignore)
+        docker = _docker()
+        build(docker, root, project, image=image, base=args.base, profiles_dir=profiles_dir,
+              keep_packages=keep_packages)  # fmt: skip
+        log(import_into_cluster(docker, image))
+    except ProjectError as e:
+        log(f"ERROR {e}")
+        return 2
+    except (BuildError, subprocess.CalledProcessError) as e:
+        log(f"ERROR {e}")
+        return 1
+    dag = checks.render_dag(options)
     log("the DAG that runs it (stdout): save it in your DAGs folder, or paste its "
         "DbtJobOperator call into a DAG of yours")  # fmt: skip
     sys.stdout.write(dag)

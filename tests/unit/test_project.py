@@ -14,7 +14,9 @@ from kubedbt.core.project import (
     ProjectError,
     check_profiles,
     containerd_name,
+    flag,
     image_reference,
+    literal_secrets,
     local_packages,
     project_notes,
     read_project,
@@ -81,6 +83,7 @@ def test_read_project_of_the_example_project() -> None:
         ("version: 1", "name None is not a dbt project name"),
         ("name: ../escape", "is not a dbt project name"),
         ("name: 1shop", "is not a dbt project name"),
+        ('name: "shop\\n"', "is not a dbt project name"),
         ("name: shop\nprofile: [a]", "profile ['a'] is not a string"),
         ("name: shop\npackages-install-path: /opt/packages", "is not a directory inside"),
         ("name: shop\npackages-install-path: ../packages", "is not a directory inside"),
@@ -365,6 +368,7 @@ def test_containerd_name(image: str, in_containerd: str) -> None:
         ("my shop:dev", "is not an image name"),
         ("my-shop:dev;rm -rf /", "is not an image name"),
         ("my-shop@sha256:abc", "is not an image name"),
+        ("my-shop:dev\n", "is not an image name"),
     ],
 )
 def test_bad_images_are_refused_naming_image(image: str, says: str) -> None:
@@ -372,6 +376,90 @@ def test_bad_images_are_refused_naming_image(image: str, says: str) -> None:
         image_reference(image)
     assert caught.value.where == "IMAGE"
     assert says in str(caught.value)
+
+
+PINNED = "kubedbt/dbt@sha256:" + "a" * 64
+
+
+def test_the_images_built_on_may_be_pinned_by_digest() -> None:
+    assert image_reference(PINNED, parameter="BASE", digest=True) == PINNED
+    assert image_reference(f"kubedbt/dbt:1.0@{PINNED.split('@')[1]}", digest=True)
+    with pytest.raises(ProjectError, match="is not an image name"):
+        image_reference(PINNED)
+
+
+# --- yes or no ---
+
+
+@pytest.mark.parametrize("value", ["1", "true", "TRUE", "yes", "on", " 1 "])
+def test_flag_yes(value: str) -> None:
+    assert flag(value, "IGNORE_CHECKS") is True
+
+
+@pytest.mark.parametrize("value", ["", "0", "false", "False", "no", "off"])
+def test_flag_no(value: str) -> None:
+    assert flag(value, "IGNORE_CHECKS") is False
+
+
+@pytest.mark.parametrize("value", ["2", "y", "enabled", "0 1"])
+def test_flag_refuses_anything_else_naming_the_variable(value: str) -> None:
+    with pytest.raises(ProjectError) as caught:
+        flag(value, "KEEP_DBT_PACKAGES")
+    assert caught.value.where == "KEEP_DBT_PACKAGES"
+    assert "is neither yes" in str(caught.value)
+
+
+# --- credentials baked into the image ---
+
+
+def _output(settings: str) -> str:
+    return "my_shop:\n  target: dev\n  outputs:\n    dev:\n      type: postgres\n" + "".join(
+        f"      {line}\n" for line in settings.splitlines()
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "keys"),
+    [
+        ("password: s3cr3t-value", ["my_shop.outputs.dev.password"]),
+        ("password: 987654321", ["my_shop.outputs.dev.password"]),  # YAML reads an int
+        ("pass: s3cr3t-value\nuser: me", ["my_shop.outputs.dev.pass"]),
+        ("token: s3cr3t-value", ["my_shop.outputs.dev.token"]),
+        ("private_key: s3cr3t-value", ["my_shop.outputs.dev.private_key"]),
+        ("private_key_passphrase: s3cr3t-value", ["my_shop.outputs.dev.private_key_passphrase"]),
+        ("motherduck_token: s3cr3t-value", ["my_shop.outputs.dev.motherduck_token"]),
+        (
+            "keyfile_json:\n  type: service_account\n  private_key: s3cr3t-value",
+            ["my_shop.outputs.dev.keyfile_json.private_key"],
+        ),
+        ("password: \"{{ env_var('DBT_ENV_SECRET_PASSWORD') }}\"", []),
+        ("password: \"{{ env_var('PGPASSWORD', 'dev-only') }}\"", []),
+        ("password: \"{{ var('password') }}\"", []),
+        ("password: ''", []),
+        ("user: s3cr3t-value\nhost: db\nport: 5432", []),
+    ],
+)
+def test_literal_credentials_are_warned_about_without_their_value(
+    settings: str, keys: list[str]
+) -> None:
+    warnings = literal_secrets(_output(settings))
+    assert [w.split(" is written")[0] for w in warnings] == [f"profiles.yml: {k}" for k in keys]
+    for warning in warnings:
+        assert "s3cr3t-value" not in warning
+        assert "987654321" not in warning
+        assert "baked into the image" in warning
+        assert "env_var('DBT_ENV_SECRET_" in warning
+        assert "secretRef" in warning
+
+
+def test_every_profile_in_the_file_is_read_for_credentials() -> None:
+    text = _output("password: x") + "other:\n  outputs:\n    prod:\n      token: y\n"
+    warnings = literal_secrets(text, "profiles/profiles.yml")
+    assert [w.split(" is written")[0] for w in warnings] == [
+        "profiles/profiles.yml: my_shop.outputs.dev.password",
+        "profiles/profiles.yml: other.outputs.prod.token",
+    ]
+    assert literal_secrets(None) == []
 
 
 # --- the printed DAG ---
@@ -426,9 +514,39 @@ def test_the_dag_names_the_connection_when_there_is_no_profile() -> None:
     )
 
 
-def test_the_dag_quotes_what_it_is_given() -> None:
-    source = render_dag(_options(namespace='ns"\nimport os', image="a:b"))
-    assert _operator_call(source)["namespace"] == 'ns"\nimport os'
+@pytest.mark.parametrize(
+    "conn_id",
+    ['warehouse"\nimport os', "it's", "both ' and \"", "back\\slash", "caf\u00e9 \U0001f600"],
+)
+def test_the_dag_quotes_what_it_is_given(conn_id: str) -> None:
+    source = render_dag(_options(profile_conn_id=conn_id))
+    assert _operator_call(source)["profile_conn_id"] == conn_id
+    assert "import os" not in source.replace("\\nimport os", "")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "parameter"),
+    [
+        ("base_image", "kubedbt/dbt:dev\nimport os", "BASE"),
+        ("base_image", "kubedbt/dbt:dev  # x", "BASE"),
+        ("sidecar_image", "kubedbt/sidecar:dev\nimport os", "SIDECAR_IMAGE"),
+        ("sidecar_image", 'kubedbt/sidecar:dev"', "SIDECAR_IMAGE"),
+        ("image", "my-shop:dev\n", "IMAGE"),
+        ("namespace", 'ns"\nimport os', "NAMESPACE"),
+        ("namespace", "Kubedbt", "NAMESPACE"),
+    ],
+)
+def test_what_the_dag_cannot_carry_is_refused_naming_it(
+    option: str, value: str, parameter: str
+) -> None:
+    with pytest.raises(ProjectError) as caught:
+        _options(**{option: value})
+    assert caught.value.where == parameter
+
+
+def test_a_pinned_base_image_is_in_the_dag_comment() -> None:
+    source = render_dag(_options(base_image=PINNED))
+    assert f"# {PINNED} with the project at /usr/app/my_shop" in source
 
 
 def test_the_printed_dag_is_a_dag_airflow_accepts() -> None:

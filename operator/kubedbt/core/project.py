@@ -11,7 +11,6 @@ building. Everything here is pure, so it is table-tested without dbt, docker or 
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 from collections.abc import Iterable, Mapping
@@ -20,8 +19,9 @@ from typing import Any, Final
 
 import yaml
 
+from kubedbt.core import validate
 from kubedbt.core.command import ARTIFACTS_DIR
-from kubedbt.core.errors import TerminalError
+from kubedbt.core.errors import InvalidSpecError, TerminalError
 
 # Where the image puts the project: /usr/app/<name>, beside the example project of kubedbt/dbt.
 APP_DIR: Final = "/usr/app"
@@ -41,8 +41,18 @@ _NOT_A_FILE = re.compile(r"^(:memory:.*|md:.*|motherduck:.*|[a-z][a-z0-9+.-]*://
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _IMAGE = re.compile(
     rf"^(?:(?P<registry>[A-Za-z0-9.-]+(?::[0-9]+)?)/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?$"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
 )
+# Profile keys whose value is a credential (dbt adapters' names), and key endings that say so.
+_SECRET_KEYS: Final = frozenset(
+    {"password", "pass", "token", "private_key", "private_key_passphrase", "keyfile_json",
+     "client_secret", "refresh_token", "secret", "api_key"}
+)  # fmt: skip
+_SECRET_ENDINGS: Final = ("_password", "_token", "_secret", "_private_key")
+# The words a make variable may say yes or no with.
+_YES: Final = frozenset({"1", "true", "yes", "on"})
+_NO: Final = frozenset({"", "0", "false", "no", "off"})
 
 
 class ProjectError(TerminalError, ValueError):
@@ -69,11 +79,13 @@ class Check:
 
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # said loudly, never stop the build
 
     def extend(self, other: Check) -> None:
-        """Add another check's findings and notes to this one."""
+        """Add another check's findings, notes and warnings to this one."""
         self.findings += other.findings
         self.notes += [note for note in other.notes if note not in self.notes]
+        self.warnings += [w for w in other.warnings if w not in self.warnings]
 
 
 @dataclass(frozen=True)
@@ -103,7 +115,7 @@ def read_project(text: str) -> Project:
     if not isinstance(document, dict):
         raise ProjectError("dbt_project.yml", "is not a mapping of dbt project settings")
     name = document.get("name")
-    if not isinstance(name, str) or not _PROJECT_NAME.match(name):
+    if not isinstance(name, str) or not _PROJECT_NAME.fullmatch(name):
         raise ProjectError(
             "dbt_project.yml",
             f"name {name!r} is not a dbt project name (letters, digits and '_', "
@@ -245,6 +257,49 @@ def check_profiles(
     return check
 
 
+def literal_secrets(text: str | None, where: str = "profiles.yml") -> list[str]:
+    """Warnings for credentials written into profiles.yml as they are, not read with env_var().
+
+    The whole file goes into the image, whichever profile the DAG uses, so every profile is read.
+    The warnings name the key, never its value.
+    """
+    loaded = _load(text, where) if text else None
+    warnings: list[str] = []
+    for profile_name, profile in loaded.items() if isinstance(loaded, dict) else []:
+        outputs = profile.get("outputs") if isinstance(profile, dict) else None
+        for output_name, output in outputs.items() if isinstance(outputs, dict) else []:
+            prefix = f"{profile_name}.outputs.{output_name}"
+            warnings += [
+                f"{where}: {key} is written in the file as it is, so it is baked into the image "
+                "and anyone who can pull the image can read it: write "
+                f"{{{{ env_var('DBT_ENV_SECRET_{key.rsplit('.', 1)[-1].upper()}') }}}} instead "
+                "(dbt hides DBT_ENV_SECRET_ values in its logs) and set it from a Kubernetes "
+                'Secret with env_from=[{"secretRef": {"name": ...}}] in the DAG'
+                for key in _literal_keys(prefix, output)
+            ]
+    return warnings
+
+
+def _literal_keys(prefix: str, settings: Mapping[object, object]) -> list[str]:
+    """The credential keys under `settings` whose value is not read from the environment."""
+    found: list[str] = []
+    for key, value in settings.items():
+        name = str(key)
+        secret = name.lower() in _SECRET_KEYS or name.lower().endswith(_SECRET_ENDINGS)
+        if isinstance(value, Mapping):  # keyfile_json: the private key is one of its keys
+            found += _literal_keys(f"{prefix}.{name}", value)
+        elif secret and _is_literal(value):
+            found.append(f"{prefix}.{name}")
+    return found
+
+
+def _is_literal(value: object) -> bool:
+    if isinstance(value, str):
+        resolved = resolve(value)
+        return bool(value.strip()) and not resolved.env_vars and not resolved.templated
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _check_output(
     prefix: str, output: Mapping[str, Any], project: Project, *, uses_external: bool
 ) -> Check:
@@ -336,23 +391,39 @@ def _why_not(path: str, project: Project) -> str:
     )
 
 
-def image_reference(image: str) -> str:
-    """`image` checked as a tagged docker image reference; returned unchanged."""
-    match = _IMAGE.match(image)
-    if not image or not match:
+def image_reference(image: str, *, parameter: str = "IMAGE", digest: bool = False) -> str:
+    """`image` checked as a tagged docker image reference; returned unchanged.
+
+    `digest` also accepts a pinned `name@sha256:...` (the images built on, not the one built).
+    """
+    match = _IMAGE.fullmatch(image)
+    if not image or not match or (match["digest"] and not digest):
+        example = "kubedbt/dbt:dev" if parameter != "IMAGE" else "my-shop:dev"
         raise ProjectError(
-            "IMAGE",
+            parameter,
             f"{image!r} is not an image name: use [registry/]name:tag in lower case, for example "
-            "my-shop:dev or registry.example.com/analytics/my-shop:1.0",
+            f"{example} or registry.example.com/analytics/{example}",
         )
-    if not match["tag"]:
-        raise ProjectError("IMAGE", f"{image!r} has no tag: add one, for example {image}:dev")
+    if not match["tag"] and not match["digest"]:
+        raise ProjectError(parameter, f"{image!r} has no tag: add one, for example {image}:dev")
     return image
+
+
+def flag(value: str, variable: str) -> bool:
+    """A make variable that says yes or no (IGNORE_CHECKS=1, KEEP_DBT_PACKAGES=false)."""
+    word = value.strip().lower()
+    if word in _YES:
+        return True
+    if word in _NO:
+        return False
+    raise ProjectError(
+        variable, f"{value!r} is neither yes (1, true, yes, on) nor no (0, false, no, off, empty)"
+    )
 
 
 def containerd_name(image: str) -> str:
     """The fully qualified name containerd gives an image docker knows as `image`."""
-    match = _IMAGE.match(image_reference(image))
+    match = _IMAGE.fullmatch(image_reference(image))
     assert match  # image_reference checked it
     registry = match["registry"]
     if registry and ("." in registry or ":" in registry or registry == "localhost"):
@@ -374,10 +445,30 @@ class DagOptions:
     profile_conn_id: str | None = None
     needs_connection: bool = False  # no profiles.yml: a placeholder profile_conn_id is printed
 
+    def __post_init__(self) -> None:
+        """Refuse what the printed DAG cannot carry, naming the make variable."""
+        image_reference(self.image)
+        image_reference(self.base_image, parameter="BASE", digest=True)
+        image_reference(self.sidecar_image, parameter="SIDECAR_IMAGE", digest=True)
+        try:
+            validate.dns_label("NAMESPACE", self.namespace)
+        except InvalidSpecError as e:
+            raise ProjectError("NAMESPACE", e.problem) from e
+
+
+def _literal(value: str) -> str:
+    """`value` as a Python string literal, in double quotes when it has none (like the rest)."""
+    text = repr(value)
+    return f'"{text[1:-1]}"' if text.startswith("'") and '"' not in value else text
+
 
 def render_dag(options: DagOptions) -> str:
-    """A DAG module running `dbt build` of the project in its image, ready to save or paste from."""
-    s = json.dumps  # a JSON string is a valid Python string literal
+    """A DAG module running `dbt build` of the project in its image, ready to save or paste from.
+
+    Every value goes into the code through repr(); the one in a comment, the base image, was
+    checked as an image reference when the options were made.
+    """
+    s = _literal
     project = options.project
     profile_line = ""
     if options.profile_conn_id:
