@@ -43,9 +43,9 @@ PROGRESS_STOP_WAIT = 9.0
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubedbt-sidecar",
-        description="Upload dbt's run_results.json (or the sources.json of source freshness) and "
-        "a digest of its JSON log into a ConfigMap once the dbt container has exited (on SIGTERM "
-        "from the kubelet).",
+        description="Upload dbt's run_results.json (or the sources.json of source freshness; "
+        "with the catalog.json of docs generate), a summary and a digest of its JSON log into a "
+        "ConfigMap once the dbt container has exited (on SIGTERM from the kubelet).",
     )
     parser.add_argument("--configmap", required=True, help="name of the results ConfigMap")
     parser.add_argument("--namespace", help="its namespace (default: the pod's)")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 import re
 
 import pytest
 
 from kubedbt.cli.describe import describe_lines
+from kubedbt.core import results
 from kubedbt.core.live import PROGRESS_ANNOTATION, RunningNode, Snapshot
 from tests.cli.test_run_info import recorded
+from tests.unit.test_diagnose import MISCONFIG, pod_that_ended
 
 
 def describe(scenario: str, after: float = 0.0) -> str:
@@ -93,3 +96,29 @@ def test_a_running_run_shows_its_live_progress() -> None:
     assert "Progress:     5 of 28 nodes done (5 success), running model.a.b for 1m12s" in lines
     plain = describe_lines(data["job"], data["pods"], data["configmap"], data["events"], now=now)
     assert not any(line.startswith("Progress:") for line in plain)
+
+
+def test_a_misconfiguration_shows_dbts_error_and_the_fix() -> None:
+    # The recorded run of a parse error, with its dbt container's end and log digest replaced by
+    # what real dbt said of a DuckDB database under the read-only project (tests/unit/fixtures/
+    # misconfig; tests/cluster/test_misconfig.py runs it for real).
+    data = copy.deepcopy(recorded("parse_error"))
+    job, pod = pod_that_ended("duckdb_denied")
+    with (MISCONFIG / "duckdb_denied" / "dbt.log").open() as log:
+        digest = results.digest_log(log)
+    data["configmap"]["data"][results.LOG_DIGEST_KEY] = json.dumps(digest)
+    now = datetime.datetime.fromtimestamp(data["recorded_at"], datetime.timezone.utc)
+    lines = describe_lines(job, [pod], data["configmap"], data["events"], now=now)
+    reason = next(line for line in lines if line.startswith("  Reason:"))
+    assert reason == (
+        '  Reason:     dbt could not run: IO Error: Cannot open file "/usr/app/jaffle_shop/'
+        'jaffle_shop.duckdb": Permission denied'
+    )
+    (fix,) = (line for line in lines if line.startswith("  Fix:"))
+    assert fix.startswith("  Fix:        dbt cannot write /usr/app/jaffle_shop/jaffle_shop.duckdb")
+    assert "DuckDB `path` in profiles.yml" in fix
+    assert lines.index(reason) + 1 == lines.index(fix)
+
+
+def test_no_fix_line_without_a_recognised_misconfiguration() -> None:
+    assert "Fix:" not in describe("parse_error")

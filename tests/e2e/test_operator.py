@@ -105,6 +105,23 @@ def test_parse_error_is_terminal_and_not_retried_in_cluster(
     assert len(_pods(api_client, dag_runner.namespace)) == 1, "no in-cluster retry"
 
 
+def test_a_misconfiguration_fails_with_dbts_error_and_the_fix(dag_runner: DagRunner) -> None:
+    run = dag_runner.run("dbt_duckdb_in_project")
+    assert run.task["state"] == "failed"
+    assert run.task["try_number"] == 1, "a misconfiguration must not be retried"
+    outcome = _failure(run)
+    assert outcome["kind"] == "dbt_error"
+    assert outcome["reason"] == (
+        'dbt could not run: IO Error: Cannot open file "/usr/app/jaffle_shop/jaffle_shop.duckdb":'
+        " Permission denied"
+    )
+    fix = outcome["fix"]
+    assert fix.startswith("dbt cannot write /usr/app/jaffle_shop/jaffle_shop.duckdb"), fix
+    assert "path: /kubedbt/" in fix, fix
+    # The task log has it, and the failure Airflow records carries it on its own line.
+    assert f"Fix: {fix}" in run.output, run.output[-5000:]
+
+
 def test_warehouse_down_is_retryable(dag_runner: DagRunner) -> None:
     run = dag_runner.run("dbt_postgres_down")
     assert run.task["state"] == "failed"

@@ -127,4 +127,33 @@ CASES: dict[str, tuple[DbtRunSpec, RunIdentity]] = {
         ),
         IDENTITY,
     ),
+    "docs_generate": (
+        DbtRunSpec(command="docs generate", image="kubedbt/dbt:dev", threads=8),
+        IDENTITY,
+    ),
+    # No --target-path; --connection.
+    "debug": (DbtRunSpec(command="debug", target="prod", image="kubedbt/dbt:dev"), IDENTITY),
+    "clone": (
+        DbtRunSpec(
+            command="clone",
+            state="/usr/app/prod-state",
+            select="marts",
+            image="kubedbt/dbt:dev",
+            volumes=[{"name": "prod-state", "configMap": {"name": "prod-manifest"}}],
+            volume_mounts=[
+                {"name": "prod-state", "mountPath": "/usr/app/prod-state", "readOnly": True}
+            ],
+        ),
+        IDENTITY,
+    ),
+    # The inline query, Jinja and quotes included, is one argument; --output json.
+    "show": (
+        DbtRunSpec(
+            command="show",
+            inline="select * from {{ ref('orders') }} where status = 'returned'",
+            dbt_flags=["--limit", "20"],
+            image="kubedbt/dbt:dev",
+        ),
+        IDENTITY,
+    ),
 }

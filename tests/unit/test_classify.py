@@ -376,6 +376,29 @@ def test_outcome(case: Case) -> None:
     assert outcome.succeeded is (case.kind == "success")
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_the_reason_is_one_line_and_no_fix_is_offered_for_what_is_not_a_misconfiguration(
+    case: Case,
+) -> None:
+    # None of these recordings is a misconfiguration kubedbt recognises (tests/unit/test_diagnose.py
+    # has those); their reasons state the error on one line, never a traceback's head.
+    outcome = judged(case.fixture, case.at)
+    assert outcome is not None
+    assert "\n" not in outcome.reason
+    assert "Traceback" not in outcome.reason
+    assert outcome.fix is None
+
+
+def test_a_parse_error_states_dbts_error_on_one_line() -> None:
+    outcome = judged("parse_error", "recorded")
+    assert outcome is not None
+    assert outcome.reason == (
+        "dbt could not run: Compilation Error in model orders (models/marts/orders.sql): kubedbt "
+        "fault injection: fail_parse is set > in macro fail_parse_if_requested (macros/faults.sql) "
+        "> called by model orders (models/marts/orders.sql)"
+    )
+
+
 @pytest.mark.parametrize("name", ["image_pull", "unschedulable"])
 def test_what_may_still_start_is_waited_for_until_startup_timeout(name: str) -> None:
     assert judged(name, "recorded") is None

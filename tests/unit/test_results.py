@@ -452,6 +452,50 @@ def test_a_summary_without_warnings_reads_as_none_warned(
     assert (decoded.summary["warnings"], decoded.summary["warnings_omitted"]) == ([], 0)
 
 
+def test_a_summary_older_than_the_command_reports_reads_with_their_defaults(
+    packed_fail_model: dict[str, Any],
+) -> None:
+    # As sidecars older than docs generate, debug and show support wrote it.
+    summary = json.loads(packed_fail_model["data"][results.SUMMARY_KEY])
+    for key in ("catalog", "debug", "previews", "previews_omitted"):
+        del summary[key]
+    decoded = results.decode(
+        _with(packed_fail_model, "data", results.SUMMARY_KEY, json.dumps(summary))
+    )
+    assert (decoded.status, decoded.upload_error) == ("uploaded", None)
+    assert decoded.summary == results.decode(packed_fail_model).summary
+    assert decoded.summary is not None
+    assert (decoded.summary["catalog"], decoded.summary["debug"]) == (None, None)
+    assert (decoded.summary["previews"], decoded.summary["previews_omitted"]) == ([], 0)
+
+
+CK = results.CATALOG_KEY
+
+
+@pytest.mark.parametrize(
+    ("blob", "error"),
+    [
+        (lambda: _b64(_gzip_bomb(200 * MiB)), f"{CK} unpacks to more than 128 MiB"),
+        (lambda: "not base64 at all!", f"{CK} is not valid base64"),
+        (lambda: _b64(_gzip(b'{"nodes": []}')), f"{CK} is not a dbt catalog: it has no nodes"),
+        (lambda: _b64(_gzip(b"[]")), f"{CK} is not a dbt catalog: it has no nodes"),
+    ],
+)
+def test_a_damaged_catalog_costs_only_itself(
+    packed_fail_model: dict[str, Any], blob: Callable[[], str], error: str
+) -> None:
+    intact = results.decode(packed_fail_model)
+    damaged = _with(packed_fail_model, "binaryData", CK, blob())
+    decoded = results.decode(damaged)
+    assert decoded.catalog is None
+    assert decoded.upload_error is not None
+    assert decoded.upload_error.startswith(error)
+    # Like a damaged lineage digest: the run's outcome does not depend on it.
+    assert decoded.status == "uploaded"
+    assert (decoded.summary, decoded.run_results) == (intact.summary, intact.run_results)
+    assert results.decode(damaged, artifacts=False).upload_error is None
+
+
 def test_the_stored_size_counts_binary_data_decoded_and_never_raises(
     packed_fail_model: dict[str, Any],
 ) -> None:

@@ -33,6 +33,9 @@ class RunEvent(TypedDict):
     pod_name: str | None
     # From the Job's and pod's timestamps; absent from an older triggerer's events.
     timings: NotRequired[RunTimings | None]
+    # What to change when the failure is a misconfiguration kubedbt recognises
+    # (kubedbt.core.diagnose); absent from an older triggerer's events.
+    fix: NotRequired[str | None]
 
 
 def run_event(job_name: str, namespace: str, outcome: Outcome, result: WatchResult) -> RunEvent:
@@ -52,6 +55,7 @@ def run_event(job_name: str, namespace: str, outcome: Outcome, result: WatchResu
         "log_tail": result.log_tail,
         "pod_name": result.pod_name,
         "timings": _timings(result),
+        "fix": outcome.fix,
     }
 
 
@@ -84,6 +88,7 @@ def error_event(job_name: str, namespace: str, message: str) -> RunEvent:
         "log_tail": None,
         "pod_name": None,
         "timings": None,
+        "fix": None,
     }
 
 

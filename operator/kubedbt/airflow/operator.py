@@ -434,11 +434,21 @@ class DbtJobOperator(BaseOperator):
             self._emit_assets(context)
             return summary
         ti.xcom_push(key="summary", value=summary)
-        outcome = {"kind": run["kind"], "retryable": self._retryable(run), "reason": run["reason"]}
+        # An older triggerer's event has no fix.
+        fix = run.get("fix")
+        outcome = {
+            "kind": run["kind"],
+            "retryable": self._retryable(run),
+            "reason": run["reason"],
+            "fix": fix,
+        }
         ti.xcom_push(key="outcome", value=outcome)
         for line in run["evidence"]:
             self.log.info("evidence: %s", line)
         message = f"dbt run {run['namespace']}/{run['job_name']} failed: {run['reason']}"
+        if fix:
+            self.log.error("Fix: %s", fix)
+            message += f"\nFix: {fix}"
         if self._retryable(run):
             raise AirflowException(message)
         raise AirflowFailException(message)

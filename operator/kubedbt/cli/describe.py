@@ -84,7 +84,10 @@ def describe_lines(
 
 
 def outcome_lines(outcome: Outcome | None, run: RunInfo) -> list[str]:
-    """The classification: kind, retryable, reason, exit code and the evidence behind it."""
+    """The classification: kind, retryable, reason, fix, exit code and the evidence behind it.
+
+    The fix is there when kubedbt recognises a misconfiguration (kubedbt.core.diagnose).
+    """
     if outcome is None:
         return [field("Outcome", f"none yet (the run is {run.status.lower()})")]
     finished = run.status in ("Succeeded", "Failed")
@@ -94,6 +97,7 @@ def outcome_lines(outcome: Outcome | None, run: RunInfo) -> list[str]:
         f"  Kind:       {outcome.kind}",
         f"  Retryable:  {'yes' if outcome.retryable else 'no'}",
         f"  Reason:     {outcome.reason}",
+        *([f"  Fix:        {outcome.fix}"] if outcome.fix else []),
         f"  Exit code:  {'none' if outcome.exit_code is None else outcome.exit_code}",
     ]
     if outcome.evidence:

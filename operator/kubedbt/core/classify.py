@@ -18,6 +18,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from kubedbt.core.command_output import CatalogSummary
+from kubedbt.core.diagnose import (
+    Diagnosis,
+    diagnose,
+    hide_values,
+    output_statement,
+    statement,
+)
 from kubedbt.core.errors import shorten
 from kubedbt.core.interruption import describe as describe_interruption
 from kubedbt.core.naming import (
@@ -30,8 +38,10 @@ from kubedbt.core.naming import (
 )
 from kubedbt.core.results import (
     FAILED_STATUSES,
+    NodeFailure,
     RunResults,
     SourceFreshness,
+    Summary,
     freshness_message,
 )
 
@@ -176,13 +186,20 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a run ended, in a person's words."""
+    """How a run ended, in a person's words.
+
+    fix: when dbt failed because of a misconfiguration kubedbt recognises (a write outside
+    /kubedbt, a missing profile, target, env var, project_dir or profiles_dir, packages not
+    vendored), what it is and what to change (kubedbt.core.diagnose); the reason states dbt's
+    error itself, with the values its validation errors quote hidden.
+    """
 
     kind: OutcomeKind
     retryable: bool
     reason: str
     exit_code: int | None = None
     evidence: tuple[str, ...] = field(default=())
+    fix: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -208,9 +225,14 @@ class Blocked:
 
 
 def _outcome(
-    kind: OutcomeKind, reason: str, *, exit_code: int | None = None, evidence: Sequence[str] = ()
+    kind: OutcomeKind,
+    reason: str,
+    *,
+    exit_code: int | None = None,
+    evidence: Sequence[str] = (),
+    fix: str | None = None,
 ) -> Outcome:
-    return Outcome(kind, RETRYABLE[kind], reason, exit_code, tuple(evidence))
+    return Outcome(kind, RETRYABLE[kind], reason, exit_code, tuple(evidence), fix)
 
 
 def classify(evidence: Evidence) -> Outcome:
@@ -677,26 +699,38 @@ def _from_termination(
         )
     if code in (137, 143):
         return _outcome("killed", f"dbt was killed by a signal (exit code {code})", exit_code=code)
-    return _outcome(
-        "unknown", f"dbt exited with code {code}: {_first_line(message)}", exit_code=code
-    )
+    said = output_statement(message) or _first_line(message)
+    return _outcome("unknown", f"dbt exited with code {code}: {said}", exit_code=code)
 
 
 def _from_dbt(code: int, results: RunResults | None, termination_message: str) -> Outcome:
+    """What dbt's exit code 1 or 2 means, stated in dbt's words, with the fix when known."""
+    said = _dbt_said(results, termination_message)
+    outcome = _judge_dbt(code, results, said, termination_message)
+    return dataclasses.replace(outcome, fix=said.fix) if said and said.fix else outcome
+
+
+def _dbt_said(results: RunResults | None, termination_message: str) -> Diagnosis | None:
+    """The error dbt stated: in its log digest (failed debug checks included), or its output."""
+    return diagnose(results.log_events if results else [], termination_message)
+
+
+def _judge_dbt(
+    code: int, results: RunResults | None, said: Diagnosis | None, termination_message: str
+) -> Outcome:
     messages = _dbt_messages(results)
     connection = next((m for m in messages if _CONNECTION.search(m)), None)
     if connection is not None:
         return _outcome(
             "warehouse_unreachable",
-            f"dbt could not reach the warehouse: {_first_line(connection)}",
+            f"dbt could not reach the warehouse: {statement(connection)}",
             exit_code=code,
             evidence=[connection],
         )
     if code == 2:
-        detail = messages[-1] if messages else termination_message
         return _outcome(
             "dbt_error",
-            f"dbt could not run: {_first_line(detail)}",
+            f"dbt could not run: {said or _first_line(termination_message)}",
             exit_code=2,
             evidence=messages[-3:],
         )
@@ -709,6 +743,11 @@ def _from_dbt(code: int, results: RunResults | None, termination_message: str) -
             exit_code=1,
             evidence=messages[-3:],
         )
+    return _from_summary(summary, said, messages)
+
+
+def _from_summary(summary: Summary, said: Diagnosis | None, messages: Sequence[str]) -> Outcome:
+    """What dbt's exit code 1 means, by the summary of what it did."""
     stale = [f for f in summary.get("freshness") or [] if f["status"] == "error"]
     if stale:
         return _outcome(
@@ -718,7 +757,23 @@ def _from_dbt(code: int, results: RunResults | None, termination_message: str) -
             exit_code=1,
             evidence=[_freshness_line(f) for f in stale[:10]],
         )
-    failures = summary["failures"]
+    failed_nodes = _from_failures(summary["failures"])
+    if failed_nodes is not None:
+        return failed_nodes
+    catalog = _from_catalog(summary.get("catalog"))
+    if catalog is not None:
+        return catalog
+    if said is not None:  # a command without nodes: `dbt debug` failing a check
+        command = f"dbt {summary['command']}" if summary.get("command") else "dbt"
+        kind: OutcomeKind = "dbt_error" if summary["nodes"] == 0 else "nodes_errored"
+        return _outcome(kind, f"{command} failed: {said}", exit_code=1, evidence=messages[-3:])
+    return _outcome(
+        "nodes_errored", "dbt exited 1 without a failed node in its results", exit_code=1
+    )
+
+
+def _from_failures(failures: Sequence[NodeFailure]) -> Outcome | None:
+    """Nodes that errored, else data tests that failed; None when there are neither."""
     errored = [f for f in failures if f["status"] in ("error", "runtime error")]
     failed = [f for f in failures if f["status"] == "fail"]
     lines = [f"{f['unique_id']}: {f['status']}: {_first_line(f['message'])}" for f in failures[:10]]
@@ -727,7 +782,7 @@ def _from_dbt(code: int, results: RunResults | None, termination_message: str) -
         return _outcome(
             "nodes_errored",
             f"{len(errored)} dbt node(s) errored, first {first['unique_id']}: "
-            + _first_line(first["message"]),
+            + statement(first["message"]),
             exit_code=1,
             evidence=lines,
         )
@@ -739,8 +794,21 @@ def _from_dbt(code: int, results: RunResults | None, termination_message: str) -
             exit_code=1,
             evidence=lines,
         )
+    return None
+
+
+def _from_catalog(catalog: CatalogSummary | None) -> Outcome | None:
+    """`dbt docs generate`'s catalog errors (its error event only counts them), if any."""
+    if not catalog or not catalog["errors"]:
+        return None
+    more = len(catalog["errors"]) + catalog["errors_omitted"] - 1
     return _outcome(
-        "nodes_errored", "dbt exited 1 without a failed node in its results", exit_code=1
+        "dbt_error",
+        "dbt docs generate could not read every relation's catalog: "
+        + statement(catalog["errors"][0])
+        + (f" (and {more} more)" if more else ""),
+        exit_code=1,
+        evidence=[_first_line(error) for error in catalog["errors"]],
     )
 
 
@@ -756,9 +824,10 @@ def _dbt_messages(results: RunResults | None) -> list[str]:
         messages += [
             f["message"] for f in results.summary["failures"] if f["status"] in FAILED_STATUSES
         ]
-    return [m for m in messages if m]
+    # The digest is hidden by the uploader; an older sidecar's was not, nor are node messages.
+    return [hide_values(m) for m in messages if m]
 
 
 def _first_line(text: str) -> str:
-    """`text` on one line, cut to a readable length."""
-    return shorten(" ".join(text.split()), 300)
+    """`text` on one line, cut to a readable length, with quoted values hidden."""
+    return shorten(" ".join(hide_values(text).split()), 300)

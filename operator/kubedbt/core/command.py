@@ -25,25 +25,49 @@ COMMANDS: Final = (
     "ls",
     "run-operation",
     "retry",
+    "docs generate",
+    "debug",
+    "clone",
+    "show",
 )
 
 _SELECTING = frozenset(
     {"build", "run", "test", "seed", "snapshot", "source freshness", "compile", "ls"}
+    | {"docs generate", "clone", "show"}
 )
-# Option name -> the commands that accept it.
+# Option name -> the commands that accept it (checked against `dbt <command> --help` of dbt 1.11;
+# `dbt debug` takes none of them: it loads the profile and the project and tests the connection).
 ACCEPTED_BY: Final[dict[str, frozenset[str]]] = {
     "select": _SELECTING,
     "exclude": _SELECTING,
     "selector": _SELECTING,
-    "full_refresh": frozenset({"build", "run", "seed", "compile"}),
-    "fail_fast": frozenset({"build", "run", "test", "seed", "snapshot", "retry"}),
+    "full_refresh": frozenset({"build", "run", "seed", "compile", "clone"}),
+    "fail_fast": frozenset({"build", "run", "test", "seed", "snapshot", "retry", "clone"}),
     "threads": frozenset(
         {"build", "run", "test", "seed", "snapshot", "source freshness", "compile", "retry"}
+        | {"docs generate", "clone", "show"}
     ),
     "state": _SELECTING | {"retry"},
     "macro": frozenset({"run-operation"}),
     "macro_args": frozenset({"run-operation"}),
+    "inline": frozenset({"show", "compile"}),
 }
+# Flags kubedbt always gives a command, after its own options:
+# - `dbt debug --connection` skips the check that git is installed, which fails in images without
+#   git (kubedbt/dbt has none, and a pod never runs `dbt deps`); the profile and the project are
+#   still loaded, and the connection tested.
+# - `dbt show --output json` puts the previewed rows in dbt's log as JSON, which the results
+#   uploader reads back into the summary (kubedbt.core.command_output).
+COMMAND_FLAGS: Final[dict[str, tuple[str, ...]]] = {
+    "debug": ("--connection",),
+    "show": ("--output", "json"),
+}
+# Flags of one command that kubedbt sets itself (COMMAND_FLAGS) and that dbt_flags must not change.
+COMMAND_MANAGED_FLAGS: Final[dict[str, dict[str, str]]] = {
+    "show": {"--output": "kubedbt reads the preview as JSON and prints it as a table"},
+}
+# Commands that write no artifacts and refuse --target-path.
+_NO_TARGET_PATH: Final = frozenset({"debug"})
 
 # Where the dbt container writes its artifacts: an emptyDir per pod, so concurrent runs of the same
 # project never share a target directory.
@@ -101,6 +125,7 @@ MANAGED_FLAGS: Final[dict[str, str]] = {
     "--profiles-dir": "use the 'profiles_dir' parameter",
     "--state": "use the 'state' parameter",
     "--args": "use the 'macro_args' parameter",
+    "--inline": "use the 'inline' parameter",
 }
 
 
@@ -151,6 +176,9 @@ def dbt_args(spec: DbtRunSpec) -> list[str]:
         args.append(spec.macro)
         if spec.macro_args:
             args += ["--args", render_vars(spec.macro_args)]
+    if spec.inline is not None:
+        args += ["--inline", spec.inline]
+    args += COMMAND_FLAGS.get(spec.command, ())
     args += _selection_args(spec)
     if spec.full_refresh:
         args.append("--full-refresh")
@@ -160,7 +188,9 @@ def dbt_args(spec: DbtRunSpec) -> list[str]:
         args += ["--threads", str(spec.threads)]
     args += _project_args(spec)
     args += list(spec.dbt_flags)
-    args += ["--target-path", TARGET_PATH, "--log-path", LOG_PATH, "--log-format-file", "json"]
+    if spec.command not in _NO_TARGET_PATH:
+        args += ["--target-path", TARGET_PATH]
+    args += ["--log-path", LOG_PATH, "--log-format-file", "json"]
     return args
 
 

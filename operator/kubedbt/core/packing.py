@@ -9,6 +9,11 @@ empty and `adapter_response` empty; the results of successful nodes left out (er
 skipped ones stay, so `dbt retry` on the next try knows what to rerun); no run_results at all.
 Values are nulled or emptied, never deleted, because dbt's loader (`dbt retry --state`) requires
 every key of its run-results schema. Each reduction is named in the summary's `dropped` list.
+
+The catalog.json of `dbt docs generate` is packed the same way, beside run_results, within a share
+of the budget of its own (pack_catalog): whole, then with each relation's `stats` emptied, then
+left out; its counts are in the summary whatever is kept.
+
 What the ConfigMap holds, and how it is read back, is in kubedbt.core.results.
 """
 
@@ -17,10 +22,11 @@ from __future__ import annotations
 import base64
 import json
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from kubedbt.core.command_output import CatalogSummary, CatalogTally, Preview
 from kubedbt.core.errors import shorten
 from kubedbt.core.interruption import Completion
 from kubedbt.core.results import (
@@ -35,6 +41,7 @@ from kubedbt.core.results import (
     ArtifactKind,
     LogEvent,
     Members,
+    Summary,
     Tally,
     UploadStatus,
     artifact_kind,
@@ -131,6 +138,74 @@ class _Levels:
         return [None if o is None or len(o) > self._ceiling else bytes(o) for o in self._out]
 
 
+@dataclass(frozen=True)
+class Reported:
+    """What the summary carries beside the artifact's own tally (kubedbt.core.command_output)."""
+
+    catalog: CatalogSummary | None = None
+    # What pack_catalog gave up of the catalog, for the summary's `dropped`.
+    catalog_dropped: tuple[str, ...] = ()
+    previews: tuple[Preview, ...] = ()
+    previews_omitted: int = 0
+    # What the log's reader left unread (command_output.LogReport.dropped).
+    log_dropped: tuple[str, ...] = ()
+
+    def apply(self, summary: Summary) -> Summary:
+        """The summary with these added (a new dict: the packer measures each level's)."""
+        return {
+            **summary,
+            "dropped": [*summary["dropped"], *self.catalog_dropped, *self.log_dropped],
+            "catalog": self.catalog,
+            "previews": list(self.previews),
+            "previews_omitted": self.previews_omitted,
+        }
+
+
+# The catalog's levels: whole, each relation's statistics emptied (the values dbt writes for a
+# relation without any; every key of the catalog schema stays), then left out.
+CATALOG_LEVELS: Final = ("catalog:stats", "catalog")
+CATALOG_OBJECTS: Final = frozenset({"nodes", "sources"})
+
+
+def _without_stats(table: Any) -> Any:
+    if isinstance(table, dict) and table.get("stats"):
+        return {**table, "stats": {}}
+    return table
+
+
+def pack_catalog(members: Members, ceiling: int) -> tuple[bytes | None, Reported]:
+    """catalog.json gzip-compressed within `ceiling` bytes (None past it), and its summary.
+
+    `members` come from json_members(..., objects=CATALOG_OBJECTS), so the catalog's relations
+    are read one at a time, like the results of run_results.
+    """
+    levels = _Levels(len(CATALOG_LEVELS), ceiling)
+    tally = CatalogTally()
+    separator = "{"
+    for key, value in members:
+        levels.write_all(f"{separator}{compact_json(key)}:")
+        separator = ","
+        if key in CATALOG_OBJECTS and isinstance(value, Iterator):
+            comma = ""
+            levels.write_all("{")
+            for unique_id, table in value:
+                tally.relation(key, table)
+                entry = f"{comma}{compact_json(unique_id)}:"
+                levels.write(0, entry + compact_json(table))
+                levels.write(1, entry + compact_json(_without_stats(table)))
+                comma = ","
+            levels.write_all("}")
+            continue
+        if key == "errors":
+            tally.catalog_errors(value)
+        levels.write_all(compact_json(value))
+    levels.write_all("}" if separator == "," else "{}")
+    for level, blob in enumerate(levels.finish()):
+        if blob is not None:
+            return blob, Reported(tally.summary(), CATALOG_LEVELS[:level])
+    return None, Reported(tally.summary(), CATALOG_LEVELS)
+
+
 def _stream(
     artifact: _Artifact, members: Members, ceiling: int, completion: Completion | None = None
 ) -> tuple[list[bytes | None], Tally]:
@@ -173,12 +248,14 @@ def pack_members(
     kind: ArtifactKind = "run_results",
     limit: int = CONFIGMAP_LIMIT,
     completion: Completion | None = None,
+    reported: Reported | None = None,
 ) -> tuple[dict[str, str], dict[str, str], UploadStatus]:
     """The ConfigMap's (data, binaryData, upload status), within `limit` bytes of payload.
 
     The artifact (run_results or sources) is read once, as a stream: memory holds one result at a
     time and the compressed levels still within the budget, never the whole file. `completion`
-    adds the results of the nodes an interrupted dbt left unfinished (run_results only).
+    adds the results of the nodes an interrupted dbt left unfinished (run_results only);
+    `reported` what the summary carries beside (its size counts against the limit).
     """
     budget = limit - METADATA_RESERVE
     digest_json = json.dumps(log_events)
@@ -190,12 +267,25 @@ def pack_members(
     )
     # Past the last level the artifact is left out: the summary and the digest always fit.
     for level, blob in enumerate([*levels, b""]):
-        data = {SUMMARY_KEY: json.dumps(tally.summary(artifact.dropped(level)))}
+        summary = tally.summary(artifact.dropped(level))
+        data = {SUMMARY_KEY: json.dumps(reported.apply(summary) if reported else summary)}
         data[LOG_DIGEST_KEY] = digest_json
         binary = {artifact.key: blob} if blob else {}
         if blob is not None and _size(data, binary) <= budget:
             break
     return data, {key: base64.b64encode(blob).decode() for key, blob in binary.items()}, "uploaded"
+
+
+def pack_summary(
+    summary: Summary, log_events: list[LogEvent]
+) -> tuple[dict[str, str], dict[str, str], UploadStatus]:
+    """The ConfigMap of a command whose summary comes from its log alone (`dbt debug`).
+
+    Both are bounded far below any limit: the summary by kubedbt.core.command_output's bounds,
+    the events by MAX_EVENTS error events plus debug's MAX_CHECKS failed checks.
+    """
+    data = {SUMMARY_KEY: json.dumps(summary), LOG_DIGEST_KEY: json.dumps(log_events)}
+    return data, {}, "uploaded"
 
 
 def pack(

@@ -3,11 +3,17 @@
 The sidecar packs these into the ConfigMap the operator created:
 - `run_results.json.gz` (binaryData): dbt's run_results.json, gzip-compressed;
 - `sources.json.gz` (binaryData): what `dbt source freshness` writes instead of run_results;
+- `catalog.json.gz` (binaryData): what `dbt docs generate` writes beside its run_results, left out
+  past CATALOG_LIMIT (the summary counts it either way);
 - `summary.json` (data): counts by status, failed nodes with messages, the nodes that warned
   (tests of severity warn, sources past warn_after), the slowest nodes, the sources that are not
-  fresh, what was given up to fit;
-- `log_digest.json` (data): the error-level events of dbt's JSON log (code, name, message, node),
-  which is the classifier's evidence even when dbt wrote no run_results (exit code 2);
+  fresh, what was given up to fit; and what the commands that report more than run_results said
+  (kubedbt.core.command_output): the catalog's counts, the checks of `dbt debug` (which writes no
+  artifact: its summary comes from the log alone), the rows `dbt show` previewed;
+- `log_digest.json` (data): the error-level events of dbt's JSON log and the failed checks of
+  `dbt debug` (info-level events; code, name, message, node), which are the classifier's evidence
+  even when dbt wrote no run_results (exit code 2); values that dbt's validation errors quote
+  are hidden (kubedbt.core.diagnose.hide_values);
 - `lineage.json.gz` (binaryData): what the run read and wrote, extracted from dbt's manifest
   (kubedbt.core.lineage), for OpenLineage and Airflow asset events; left out past LINEAGE_LIMIT.
 The summary's `artifacts` says where the run's whole target/ went when `artifacts_url` is set.
@@ -28,6 +34,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypedDict, TypeVar
 
 from kubedbt.core.artifacts import ArtifactsRecord
+from kubedbt.core.command_output import (
+    CatalogSummary,
+    DebugChecks,
+    LogReader,
+    LogReport,
+    Preview,
+)
+from kubedbt.core.diagnose import exception_text, hide_values
 from kubedbt.core.errors import shorten
 from kubedbt.core.interruption import Interruption
 from kubedbt.core.lineage import LineageDigest, parse_digest
@@ -48,11 +62,16 @@ SOURCES_KEY: Final = "sources.json.gz"
 SUMMARY_KEY: Final = "summary.json"
 LOG_DIGEST_KEY: Final = "log_digest.json"
 LINEAGE_KEY: Final = "lineage.json.gz"
+CATALOG_KEY: Final = "catalog.json.gz"
+# Compressed catalog kept in the ConfigMap at most; past it, only artifact storage has it.
+CATALOG_LIMIT: Final = 384 * 1024
 # Compressed lineage kept in the ConfigMap at most; past it, only artifact storage has it.
 LINEAGE_LIMIT: Final = 256 * 1024
 UPLOAD_STATUS: Final = "kubedbt.io/upload-status"
 UPLOAD_ERROR: Final = "kubedbt.io/upload-error"
 FRESHNESS_COMMAND: Final = "source freshness"
+# run_results' args.which, where it is not the command as typed.
+_COMMAND_OF_WHICH: Final = {"generate": "docs generate"}
 
 UploadStatus = Literal["pending", "uploaded", "no-results", "failed"]
 ArtifactKind = Literal["run_results", "sources"]
@@ -134,10 +153,20 @@ class Summary(TypedDict):
     interruption: Interruption | None
     # Set when artifacts_url is: where the sidecar copied target/ and dbt.log, or why it could not.
     artifacts: ArtifactsRecord | None
+    # Set by the commands that report them (kubedbt.core.command_output); older sidecars wrote
+    # none of these: readers take None, [] and 0.
+    catalog: CatalogSummary | None
+    debug: DebugChecks | None
+    previews: list[Preview]
+    previews_omitted: int
 
 
 class LogEvent(TypedDict):
-    """One error-level event of dbt's JSON log."""
+    """One event of dbt's JSON log that the digest keeps: an error, or a failed `dbt debug` check.
+
+    A failed check is an info-level DebugCmdResult event. The message is cut to MESSAGE_CHARS,
+    and the values a validation error quotes are hidden.
+    """
 
     code: str
     name: str
@@ -156,6 +185,7 @@ class RunResults:
     upload_error: str | None = None
     sources: dict[str, Any] | None = None
     lineage: LineageDigest | None = None
+    catalog: dict[str, Any] | None = None
 
 
 def compact_json(value: Any) -> str:
@@ -228,7 +258,8 @@ class Tally:
         elif key == "elapsed_time" and isinstance(value, (int, float)):
             self.elapsed_time = value
         elif key == "args" and isinstance(value, Mapping) and value.get("which"):
-            self.command = str(value["which"])
+            which = str(value["which"])
+            self.command = _COMMAND_OF_WHICH.get(which, which)
 
     def result(self, result: Mapping[str, Any]) -> None:
         """One node's (or source's) result."""
@@ -284,7 +315,45 @@ class Tally:
             "dropped": dropped,
             "interruption": self.interruption,
             "artifacts": None,
+            "catalog": None,
+            "debug": None,
+            "previews": [],
+            "previews_omitted": 0,
         }
+
+
+def log_summary(report: LogReport) -> Summary | None:
+    """The summary of a command that wrote no artifact but said what it did in its log (debug).
+
+    None when the log says nothing of the kind: a command that should have written run_results
+    and did not has no summary, so it is classified as such.
+    """
+    if report.debug is None:
+        return None
+    summary = Tally(of_sources=False).summary([])
+    summary.update(
+        {
+            "invocation_id": report.invocation_id,
+            "dbt_version": report.dbt_version,
+            "generated_at": report.completed_at,
+            "elapsed_time": report.elapsed,
+            "command": report.command,
+            "debug": report.debug,
+        }
+    )
+    return summary
+
+
+def read_dbt_log(lines: Iterable[str]) -> tuple[list[LogEvent], LogReport]:
+    """The digest of dbt's JSON log (digest_log, with debug's failed checks) and its LogReport.
+
+    One pass over the lines, so the uploader reads the file once.
+    """
+    reader = LogReader()
+    passing = reader.passing(lines)
+    events = digest_log(passing)
+    deque(passing, maxlen=0)  # should the digest ever stop early, the report still reads all
+    return [*events, *reader.report.failed_check_events()], reader.report
 
 
 def artifact_kind(document: Mapping[str, Any]) -> ArtifactKind:
@@ -317,7 +386,13 @@ def summarize(document: Mapping[str, Any]) -> Summary:
 
 
 def digest_log(lines: Iterable[str]) -> list[LogEvent]:
-    """The error-level events of dbt's JSON log; lines that are not JSON events are skipped."""
+    """The error-level events of dbt's JSON log; lines that are not JSON events are skipped.
+
+    A traceback (MainStackTrace's message, an exception in data.exc) is kept as the exception it
+    ends with: its head, the frames, says nothing of the error, and would be all that is left
+    once the message is shortened. Values quoted by a validation error (a profile's password
+    of the wrong type) are hidden (kubedbt.core.diagnose.hide_values) before anything is kept.
+    """
     # The last events carry the final error; keep those when there are too many.
     events: deque[LogEvent] = deque(maxlen=MAX_EVENTS)
     for line in lines:
@@ -336,6 +411,7 @@ def digest_log(lines: Iterable[str]) -> list[LogEvent]:
         exc = data.get("exc")
         if isinstance(exc, str) and exc and exc not in message:
             message = f"{message}\n{exc}" if message else exc
+        message = hide_values(exception_text(message))
         events.append(
             {
                 "code": str(info.get("code", "")),
@@ -399,6 +475,14 @@ def _artifact(text: Any, key: str) -> dict[str, Any]:
     return document
 
 
+def _catalog(text: Any, key: str) -> dict[str, Any]:
+    """A catalog.json from binaryData, read within the same bounds as an artifact."""
+    document = _binary_json(text, key)
+    if not isinstance(document, dict) or not isinstance(document.get("nodes"), dict):
+        raise UnreadableError(f"{key} is not a dbt catalog: it has no nodes")
+    return document
+
+
 def _lineage(text: Any, key: str) -> LineageDigest:
     """The lineage digest from binaryData, read within the same bounds as an artifact."""
     return parse_digest(_binary_json(text, key))
@@ -427,6 +511,10 @@ def _summary(text: Any, key: str) -> Summary:
             "warnings_omitted": 0,
             "interruption": None,
             "artifacts": None,
+            "catalog": None,
+            "debug": None,
+            "previews": [],
+            "previews_omitted": 0,
             **value,
         }
     problem = type_error(value, Summary)
@@ -464,8 +552,9 @@ def decode(configmap: Mapping[str, Any], *, artifacts: bool = True) -> RunResult
     its readers (the triggerer above all) must outlive it. What cannot be read is left out and the
     rest kept; the status becomes "failed" and upload_error says what, so a missing summary is
     classified results_missing with that reason and missing run_results are not resumed from.
-    artifacts=False leaves run_results and sources unread (None): the outcome is classified from
-    the summary and the log digest alone, so the watch need not unpack what it would not use.
+    artifacts=False leaves run_results, sources and the catalog unread (None): the outcome is
+    classified from the summary and the log digest alone, so the watch need not unpack what it
+    would not use.
     """
     metadata = configmap.get("metadata") or {}
     annotations = metadata.get("annotations") or {}
@@ -478,12 +567,14 @@ def decode(configmap: Mapping[str, Any], *, artifacts: bool = True) -> RunResult
     events, events_error = _read(_log_events, data, LOG_DIGEST_KEY)
     run_results, run_results_error = _read(_artifact, binary, RUN_RESULTS_KEY)
     sources, sources_error = _read(_artifact, binary, SOURCES_KEY)
+    catalog, catalog_error = _read(_catalog, binary, CATALOG_KEY)
     # Small (LINEAGE_LIMIT), so read even when the artifacts are not.
     lineage, lineage_error = _read(_lineage, everything, LINEAGE_KEY)
     problems = [unknown, summary_error, events_error, run_results_error, sources_error]
-    # A damaged lineage digest costs lineage only: the run's outcome does not depend on it.
-    errors_lineage = [lineage_error] if lineage_error else []
-    errors = [annotations.get(UPLOAD_ERROR), *problems, *errors_lineage]
+    # A damaged lineage digest or catalog costs only itself: the run's outcome does not depend on
+    # it (the summary counts the catalog).
+    extras = [error for error in (lineage_error, catalog_error) if error]
+    errors = [annotations.get(UPLOAD_ERROR), *problems, *extras]
     return RunResults(
         status="failed" if any(problems) else status,
         summary=summary,
@@ -492,4 +583,5 @@ def decode(configmap: Mapping[str, Any], *, artifacts: bool = True) -> RunResult
         upload_error="; ".join(e for e in errors if e) or None,
         sources=sources,
         lineage=lineage,
+        catalog=catalog,
     )

@@ -24,6 +24,7 @@ from kubedbt.core import artifacts, validate
 from kubedbt.core import validate_pod as pod
 from kubedbt.core.command import (
     ACCEPTED_BY,
+    COMMAND_MANAGED_FLAGS,
     COMMANDS,
     MANAGED_FLAGS,
     evidence_flag,
@@ -43,7 +44,7 @@ class DbtRunSpec:
     # --- dbt ---
     command: str
     """The dbt command: build, run, test, seed, snapshot, source freshness, compile, ls,
-    run-operation or retry."""
+    run-operation, retry, docs generate, debug, clone or show."""
     select: tuple[str, ...] = ()
     """Node selection (`--select`); a string or a list of strings."""
     exclude: tuple[str, ...] = ()
@@ -67,11 +68,15 @@ class DbtRunSpec:
     profiles_dir: str | None = None
     """Absolute path of the directory holding profiles.yml inside the image."""
     state: str | None = None
-    """Absolute path of a previous run's artifacts (`--state`), for state: selectors."""
+    """Absolute path of a previous run's artifacts (`--state`), for state: selectors; required by
+    clone (the directory of the manifest.json whose relations it clones)."""
     macro: str | None = None
     """The macro that run-operation calls; required for run-operation, rejected otherwise."""
     macro_args: dict[str, Any] = field(default_factory=dict)
     """Arguments of the run-operation macro (`--args`), rendered to YAML."""
+    inline: str | None = None
+    """A query that show previews (or compile compiles) instead of a selected node (`--inline`),
+    e.g. "select * from {{ ref('orders') }}". Airflow does not render it: its Jinja is dbt's."""
     dbt_flags: tuple[str, ...] = ()
     """Further dbt flags, one list item each (for example ["--warn-error", "--debug"])."""
 
@@ -187,6 +192,7 @@ def _checked(spec: DbtRunSpec) -> dict[str, Any]:
         "state": _optional_path("state", spec.state),
         "macro": None if spec.macro is None else v.string("macro", spec.macro),
         "macro_args": yaml_mapping("macro_args", spec.macro_args),
+        "inline": None if spec.inline is None else v.string("inline", spec.inline),
         "dbt_flags": dbt_flags("dbt_flags", spec.dbt_flags),
         "image": pod.image("image", spec.image),
         "cmds": _cmds("cmds", spec.cmds),
@@ -254,17 +260,50 @@ def _check_combinations(spec: DbtRunSpec) -> None:
         "state": spec.state is not None,
         "macro": spec.macro is not None,
         "macro_args": bool(spec.macro_args),
+        "inline": spec.inline is not None,
     }
     for option, is_set in set_options.items():
         if is_set and spec.command not in ACCEPTED_BY[option]:
             raise InvalidSpecError(option, f"dbt {spec.command} does not accept it")
     if spec.selector is not None and (spec.select or spec.exclude):
         raise InvalidSpecError("selector", "cannot be combined with select or exclude")
-    if spec.command == "run-operation" and spec.macro is None:
-        raise InvalidSpecError("macro", "dbt run-operation needs the name of the macro to run")
+    if spec.inline is not None and (spec.select or spec.exclude or spec.selector is not None):
+        raise InvalidSpecError(
+            "inline",
+            "cannot be combined with select, exclude or selector: dbt runs the query alone",
+        )
+    _check_needs(spec)
+    _check_command_flags(spec)
     check_not_reserved("labels", list(spec.labels))
     check_not_reserved("annotations", list(spec.annotations))
     _check_evidence_env(spec.env_vars)
+
+
+def _check_needs(spec: DbtRunSpec) -> None:
+    """The parameters a command cannot run without."""
+    if spec.command == "run-operation" and spec.macro is None:
+        raise InvalidSpecError("macro", "dbt run-operation needs the name of the macro to run")
+    if spec.command == "clone" and spec.state is None:
+        raise InvalidSpecError(
+            "state",
+            "dbt clone needs the directory of the manifest.json whose relations it clones "
+            "(a previous run's artifacts, in the image or on a volume)",
+        )
+    if spec.command == "show" and not (spec.select or spec.selector or spec.inline):
+        raise InvalidSpecError(
+            "select", "dbt show needs a node to preview: give select (a model) or inline (a query)"
+        )
+
+
+def _check_command_flags(spec: DbtRunSpec) -> None:
+    """Refuse dbt_flags that would change what kubedbt sets for this command."""
+    managed = COMMAND_MANAGED_FLAGS.get(spec.command, {})
+    for flag in spec.dbt_flags:
+        name = flag.split("=", 1)[0]
+        if name in managed:
+            raise InvalidSpecError(
+                "dbt_flags", f"{name} is not allowed for dbt {spec.command}: {managed[name]}"
+            )
 
 
 def _check_evidence_env(env: tuple[dict[str, Any], ...]) -> None:

@@ -3,8 +3,10 @@
 It starts before dbt and does nothing until the kubelet sends it SIGTERM, which for a native sidecar
 happens once the dbt container has exited (or when the pod is deleted). Then, inside the pod's
 termination grace period, it reads run_results.json (or the sources.json of `dbt source
-freshness`) and dbt's JSON log from the shared emptyDir, packs them under the ConfigMap size limit
-and patches the ConfigMap the operator created. It streams the files, result by result, because
+freshness`; with the catalog.json of `dbt docs generate`) and dbt's JSON log from the shared
+emptyDir, packs them under the ConfigMap size limit and patches the ConfigMap the operator created.
+`dbt debug` writes no artifact: its summary comes from the log (kubedbt.core.command_output), as do
+the rows `dbt show` previewed. It streams the files, result by result, because
 its memory limit is small and a large project's run_results is tens of MB.
 
 With `artifacts_url` set it first copies target/ and dbt.log to object storage
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import logging
 import os
@@ -39,6 +42,7 @@ from typing import Any
 
 from kubedbt.core import lineage, packing, results
 from kubedbt.core.artifacts import ArtifactsRecord
+from kubedbt.core.command_output import LogReport, log_lines
 from kubedbt.core.errors import shorten
 from kubedbt.core.interruption import (
     Completion,
@@ -85,22 +89,71 @@ def read_and_pack(
     """Pack what dbt wrote: run_results.json, or sources.json for `dbt source freshness`.
 
     Both are streamed from disk, never read whole: a large project's run_results can be larger
-    than the sidecar's memory limit.
+    than the sidecar's memory limit. A catalog.json (`dbt docs generate`) goes beside, within a
+    share of the limit; what the log says of debug's checks and show's rows goes in the summary.
     """
     events: list[results.LogEvent] = []
+    report = LogReport()
     if target.log_file.exists():
-        with target.log_file.open(encoding="utf-8", errors="replace") as lines:
-            events = results.digest_log(lines)
-    completion = _completion(target)
+        with target.log_file.open("rb") as stream:
+            events, report = results.read_dbt_log(log_lines(stream))
+    catalog, reported = _catalog(target, limit)
+    reported = dataclasses.replace(
+        reported,
+        previews=tuple(report.previews),
+        previews_omitted=report.previews_omitted,
+        log_dropped=tuple(report.dropped()),
+    )
     kinds: tuple[results.ArtifactKind, ...] = ("run_results", "sources")
     for kind in kinds:
         path = target.target_path / f"{kind}.json"
-        if path.exists():
-            with path.open(encoding="utf-8") as stream:
-                return packing.pack_members(
-                    json_members(stream), events, kind=kind, limit=limit, completion=completion
-                )
+        if not path.exists():
+            continue
+        packed = _pack_artifact(target, kind, events, limit, reported, catalog)
+        if packed is None:  # not even the summary fits beside the catalog (a limit far too low)
+            reported = dataclasses.replace(reported, catalog_dropped=packing.CATALOG_LEVELS)
+            packed = _pack_artifact(target, kind, events, limit, reported, None)
+        assert packed is not None  # without a catalog, the summary and the digest always fit
+        return packed
+    summary = results.log_summary(report)
+    if summary is not None:
+        return packing.pack_summary(summary, events)
     return packing.pack_members(None, events, limit=limit)
+
+
+def _pack_artifact(
+    target: UploadTarget,
+    kind: results.ArtifactKind,
+    events: list[results.LogEvent],
+    limit: int,
+    reported: packing.Reported,
+    catalog: bytes | None,
+) -> tuple[dict[str, str], dict[str, str], results.UploadStatus] | None:
+    """run_results (or sources) packed with the catalog beside; None if the summary does not fit."""
+    room = limit - (len(results.CATALOG_KEY) + len(catalog) if catalog else 0)
+    completion = _completion(target)  # read afresh each time: it records what it completed
+    with (target.target_path / f"{kind}.json").open(encoding="utf-8") as stream:
+        members = json_members(stream)
+        data, binary, status = packing.pack_members(
+            members, events, kind=kind, limit=room, completion=completion, reported=reported
+        )
+    if catalog is None:
+        return data, binary, status
+    if results.payload_size(data, binary) > room - results.METADATA_RESERVE:
+        return None
+    binary[results.CATALOG_KEY] = base64.b64encode(catalog).decode()
+    return data, binary, status
+
+
+def _catalog(target: UploadTarget, limit: int) -> tuple[bytes | None, packing.Reported]:
+    """The packed catalog.json, if dbt wrote one, and its summary; at most half the budget."""
+    path = target.target_path / "catalog.json"
+    if not path.exists():
+        return None, packing.Reported()
+    ceiling = max(0, min(results.CATALOG_LIMIT, (limit - results.METADATA_RESERVE) // 2))
+    with path.open(encoding="utf-8") as stream:
+        members = json_members(stream, objects=packing.CATALOG_OBJECTS)
+        return packing.pack_catalog(members, ceiling)
 
 
 def _completion(target: UploadTarget) -> Completion | None:

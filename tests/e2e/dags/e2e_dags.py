@@ -51,6 +51,17 @@ with _dag("dbt_build") as dag:
     )
     dags[dag.dag_id] = dag
 
+with _dag("dbt_duckdb_in_project") as dag:
+    # A new user's first mistake: the profile puts the DuckDB file next to the read-only project.
+    DbtJobOperator(
+        task_id="build",
+        command="build",
+        env_vars={"DBT_DUCKDB_PATH": "/usr/app/jaffle_shop/jaffle_shop.duckdb"},
+        retries=2,
+        **COMMON,
+    )
+    dags[dag.dag_id] = dag
+
 with _dag("dbt_build_sync") as dag:
     DbtJobOperator(task_id="build", command="build", **{**COMMON, "deferrable": False})
     dags[dag.dag_id] = dag
