@@ -66,6 +66,17 @@ def remove_image() -> Iterator[Callable[[str], None]]:
         )  # fmt: skip
 
 
+# What a make that runs these tests (make test-e2e) hands its children: a make started with them
+# prints "Entering directory" on stdout, which a person's shell would never get.
+_MAKE_VARIABLES = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")
+
+
+def _user_env(home: Path, namespace: str) -> dict[str, str]:
+    """The environment of a person's shell: this process's, without make's, HOME a test dir."""
+    env = {k: v for k, v in os.environ.items() if k not in _MAKE_VARIABLES}
+    return {**env, "HOME": str(home), "NAMESPACE": namespace}
+
+
 def _dbt_init(workdir: Path, name: str, home: Path) -> Path:
     """dbt's starter project, as `dbt init` writes it."""
     env = {**os.environ, "HOME": str(home)}
@@ -139,7 +150,7 @@ def test_dbt_starter_project_with_a_local_package(
     started = time.monotonic()
     built = subprocess.run(
         ["make", "--no-print-directory", "project-image", f"PROJECT={project}", f"IMAGE={image}"],
-        cwd=REPO, env={**os.environ, "HOME": str(home), "NAMESPACE": dag_runner.namespace},
+        cwd=REPO, env=_user_env(home, dag_runner.namespace),
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     seconds = time.monotonic() - started
@@ -236,7 +247,7 @@ def test_the_readme_walkthrough(
     started = time.monotonic()
     done = subprocess.run(
         ["bash", "-c", script],
-        cwd=REPO, env={**os.environ, "HOME": str(home), "NAMESPACE": dag_runner.namespace},
+        cwd=REPO, env=_user_env(home, dag_runner.namespace),
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     seconds = time.monotonic() - started
