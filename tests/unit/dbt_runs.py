@@ -89,10 +89,15 @@ print(json.dumps(counts))
 
 def load_with_dbt(*paths: Path) -> list[int]:
     """How many results dbt's own loader reads from each artifact; fails with dbt's error."""
+    return run_in_dbt_python(_LOAD_SCRIPT, *paths)
+
+
+def run_in_dbt_python(script: str, *paths: Path) -> list[int]:
+    """The JSON list `script` prints, run by dbt's Python with `paths` as its arguments."""
     python = DBT.parent / "python"
     assert python.exists(), f"no dbt at {DBT}: run `make dbt-venv` (make test-unit does)"
     completed = subprocess.run(
-        [str(python), "-c", _LOAD_SCRIPT, *map(str, paths)],
+        [str(python), "-c", script, *map(str, paths)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -27,7 +27,14 @@ from kubedbt.core.errors import shorten
 from kubedbt.core.json_stream import json_members
 from kubedbt.core.report import summary_lines
 from kubedbt.io.uploader import UploadTarget, read_and_pack
-from tests.unit.dbt_runs import DBT, DbtRun, copy_example, invoke, load_with_dbt
+from tests.unit.dbt_runs import (
+    DBT,
+    DbtRun,
+    copy_example,
+    invoke,
+    load_with_dbt,
+    run_in_dbt_python,
+)
 from tests.unit.packed import configmap, round_trip
 from tests.unit.test_classify import recorded
 
@@ -144,16 +151,7 @@ def _dbt_catalog_load(*paths: Path) -> list[int]:
         "    counts.append(len(CatalogArtifact.read_and_check_versions(path).nodes))\n"
         "print(json.dumps(counts))\n"
     )
-    completed = subprocess.run(
-        [str(DBT.parent / "python"), "-c", script, *map(str, paths)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    counts: list[int] = json.loads(completed.stdout)
-    return counts
+    return run_in_dbt_python(script, *paths)
 
 
 def test_docs_generate_keeps_and_counts_the_catalog(
