@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -37,6 +37,9 @@ from kubedbt.io.watch import RunRef, WatchLimits, WatchResult, watch_run
 
 # Seconds on_kill waits to learn whether the task is still deferred before stopping the run.
 STATE_LOOKUP_TIMEOUT = 3.0
+# Seconds on_kill holds out against the triggerer's repeated cancels while it stops the run
+# (Airflow's own bound on on_kill, [triggerer] on_kill_timeout, is 30 s by default).
+ON_KILL_BUDGET = 20.0
 # Progress lines: at most one per PROGRESS_INTERVAL seconds when the tally changes, and one per
 # PROGRESS_HEARTBEAT while a node runs on without a change; PROGRESS_TICK is how often a change
 # held back by the interval is looked at again.
@@ -207,7 +210,15 @@ class DbtJobTrigger(BaseTrigger):
 
         Airflow also cancels a trigger this way when it moves it to another triggerer; the task
         instance is then still deferred and the run must go on, so that case is left alone.
+
+        Airflow 3.3's triggerer calls on_kill inside the trigger's cancelled task and cancels that
+        task again at each of its state syncs (about once a second) until it ends; a cancel that
+        lands here ends on_kill silently and the run goes on. So the stop runs as its own task,
+        which on_kill waits out through those cancels (finish_despite_cancels).
         """
+        await finish_despite_cancels(self._stop_unless_moved(), ON_KILL_BUDGET)
+
+    async def _stop_unless_moved(self) -> None:
         args, run = self.args, self.args.run
         if await self._still_deferred():
             self.log.info(
@@ -251,3 +262,28 @@ class DbtJobTrigger(BaseTrigger):
             )
             return False
         return bool(count)
+
+
+async def finish_despite_cancels(work: Coroutine[Any, Any, None], budget: float) -> None:
+    """Run `work` to its end even if the calling task is cancelled meanwhile, up to `budget` s.
+
+    A cancel of the caller is absorbed (and uncancelled) while `work` goes on; past the budget
+    `work` is cancelled and the caller's cancel goes on as usual. `work`'s own error is raised.
+    """
+    task = asyncio.ensure_future(work)
+    deadline = time.monotonic() + budget
+    while True:
+        try:
+            await asyncio.shield(task)
+            return
+        except asyncio.CancelledError:
+            if task.done() and not task.cancelled():
+                task.result()  # the work's own outcome (an error) wins over the cancel
+                return
+            if time.monotonic() >= deadline or task.cancelled():
+                task.cancel()
+                raise
+            # Python 3.11+ counts a task's pending cancels; this one is absorbed.
+            uncancel = getattr(asyncio.current_task(), "uncancel", None)
+            if uncancel is not None:
+                uncancel()
