@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import socket
 import subprocess
 import tempfile
 import uuid
@@ -129,9 +130,16 @@ def launcher_token(api_client: ApiClient, namespace: str, **spec: Any) -> str:
 
 
 def node_address(api_client: ApiClient) -> str:
-    """The address pods reach this machine at: the node's InternalIP."""
+    """The address pods reach this machine at: this machine's own address on its route to the node.
+
+    On the local cluster the node is this machine, so that is the node's InternalIP; on kind it is
+    the kind network's gateway, this machine's side of the node container's network.
+    """
     (node,) = client.CoreV1Api(api_client).list_node().items
-    return next(str(a.address) for a in node.status.addresses if a.type == "InternalIP")
+    internal = next(str(a.address) for a in node.status.addresses if a.type == "InternalIP")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((internal, 9))  # UDP: picks the route and source address, sends nothing
+        return str(probe.getsockname()[0])
 
 
 def write_kubeconfig(path: Path, api_client: ApiClient, namespace: str, token: str) -> None:

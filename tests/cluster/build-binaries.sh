@@ -7,10 +7,11 @@
 # module at its published v0.Y.Z release instead. Results are cached outside the repository under
 # $KUBEDBT_CACHE/bin/<component>-<version>/ so a second run costs nothing.
 #
-#   build-binaries.sh [cluster|minio]...
+#   build-binaries.sh [cluster|kind|minio]...
 #
-# With no argument it builds `cluster`, what up.sh needs. `minio` is the S3 server of the artifact
-# upload tests: it is no part of the cluster, so only tests/objectstore.py asks for it, on first use.
+# With no argument it builds `cluster`, what up.sh needs; `kind` adds what CLUSTER=kind needs. `minio`
+# is the S3 server of the artifact upload tests: it is no part of the cluster, so only
+# tests/objectstore.py asks for it, on first use.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/cluster/versions.sh
@@ -21,17 +22,14 @@ log() { printf '[build-binaries] %s\n' "$*" >&2; }
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
 export GOCACHE=${GOCACHE:-$KUBEDBT_CACHE/go-build}
 
-build_kubernetes() {
-  local out=$K8S_BIN
-  if [[ -x $out/kubelet && -x $out/kubectl && -x $out/kube-apiserver ]]; then
-    log "kubernetes $K8S_VERSION cached in $out"
-    return
-  fi
-  local work minor staging_version gomod
+# k8s_build OUT PACKAGE...: build Kubernetes commands of $K8S_VERSION into OUT (see the header).
+k8s_build() {
+  local out=$1 work minor staging_version gomod
+  shift
   work=$(mktemp -d)
   minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
   staging_version=v0.${K8S_VERSION#v1.}
-  log "building kubernetes $K8S_VERSION (staging $staging_version) in $work"
+  log "building kubernetes $K8S_VERSION (staging $staging_version): ${*##*/}"
   (
     cd "$work"
     go mod init kubedbt.local/k8s-wrapper >/dev/null 2>&1
@@ -54,18 +52,27 @@ build_kubernetes() {
       ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
     done
     mkdir -p "$out.tmp"
-    go build -trimpath -tags selinux,notest -ldflags "$ld" -o "$out.tmp/" \
-      k8s.io/kubernetes/cmd/kube-apiserver \
-      k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler \
-      k8s.io/kubernetes/cmd/kubelet \
-      k8s.io/kubernetes/cmd/kube-proxy \
-      k8s.io/kubernetes/cmd/kubectl
-    # The pause container's source ships in the module; keep it beside the binaries.
-    cp "$(go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION/build/pause/linux/pause.c" "$out.tmp/"
+    go build -trimpath -tags selinux,notest -ldflags "$ld" -o "$out.tmp/" "$@"
   )
-  rm -rf "$out" && mv "$out.tmp" "$out"
   rm -rf "$work"
+}
+
+build_kubernetes() {
+  local out=$K8S_BIN
+  if [[ -x $out/kubelet && -x $out/kubectl && -x $out/kube-apiserver ]]; then
+    log "kubernetes $K8S_VERSION cached in $out"
+    return
+  fi
+  k8s_build "$out" \
+    k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubelet \
+    k8s.io/kubernetes/cmd/kube-proxy \
+    k8s.io/kubernetes/cmd/kubectl
+  # The pause container's source ships in the module; keep it beside the binaries.
+  cp "$(go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION/build/pause/linux/pause.c" "$out.tmp/"
+  rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
 build_etcd() {
@@ -110,6 +117,18 @@ build_cluster() {
     "$REGISTRY_BIN" "-s -w"
 }
 
+# kind, and what a kind node image built here needs beyond build_cluster (kind-node-image.sh).
+build_kind() {
+  go_install kind "sigs.k8s.io/kind@$KIND_VERSION" "$KIND_BIN" "-s -w"
+  if [[ ! -x $KUBEADM_BIN/kubeadm ]]; then
+    k8s_build "$KUBEADM_BIN" k8s.io/kubernetes/cmd/kubeadm
+    rm -rf "$KUBEADM_BIN" && mv "$KUBEADM_BIN.tmp" "$KUBEADM_BIN"
+  fi
+  go_install coredns "github.com/coredns/coredns@$COREDNS_VERSION" "$COREDNS_BIN" "-s -w"
+  go_install local-path-provisioner \
+    "github.com/rancher/local-path-provisioner@$LOCAL_PATH_VERSION" "$LOCAL_PATH_BIN" "-s -w"
+}
+
 build_minio() {
   go_install minio "github.com/minio/minio@$MINIO_VERSION" "$MINIO_BIN" "-s -w"
 }
@@ -118,9 +137,9 @@ targets=("$@")
 ((${#targets[@]})) || targets=(cluster)
 for target in "${targets[@]}"; do
   case $target in
-    cluster | minio) ;;
+    cluster | kind | minio) ;;
     *)
-      log "unknown target '$target' (known: cluster, minio)"
+      log "unknown target '$target' (known: cluster, kind, minio)"
       exit 2
       ;;
   esac

@@ -40,7 +40,7 @@ ensure_dockerd() {
 import_to_cluster() {
   local image=$1 id ref=docker.io/$1
   if [[ ${CLUSTER:-local} == kind ]]; then
-    kind load docker-image --name kubedbt "$image" >&2
+    "$cluster_dir/kind.sh" load "$image"
     return
   fi
   id=$("$docker" image inspect -f '{{.Id}}' "$image")
@@ -58,8 +58,10 @@ if [[ ${CLUSTER:-local} != kind ]]; then
   ctr --address "$CONTAINERD_SOCKET" version >/dev/null 2>&1 ||
     die "containerd is not running: run tests/cluster/up.sh first"
   "$cluster_dir/install-packages.sh"
+  ensure_dockerd
+else
+  "$docker" info >/dev/null 2>&1 || die "docker does not answer: run make cluster-up CLUSTER=kind"
 fi
-ensure_dockerd
 
 "$repo/images/base/build.sh"
 import_to_cluster "$base_image"

@@ -9,7 +9,14 @@ set -euo pipefail
 # shellcheck source=tests/cluster/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-if [[ -n $(ctr_k8s images ls -q "name==$SANDBOX_IMAGE") ]]; then
+# `pause-image.sh --archive FILE TAG...` writes the archive, with those tags, to FILE instead (the
+# kind node image is built from docker images: kind-node-image.sh).
+archive=
+tags=("$SANDBOX_IMAGE")
+if [[ ${1:-} == --archive ]]; then
+  archive=$2
+  tags=("${@:3}")
+elif [[ -n $(ctr_k8s images ls -q "name==$SANDBOX_IMAGE") ]]; then
   exit 0
 fi
 work=$(mktemp -d)
@@ -30,9 +37,14 @@ cat >"$work/config.json" <<EOF
 EOF
 config_digest=$(sha256sum "$work/config.json" | cut -d' ' -f1)
 mv "$work/config.json" "$work/$config_digest.json"
+repo_tags=$(printf '"%s",' "${tags[@]}")
 cat >"$work/manifest.json" <<EOF
-[{"Config":"$config_digest.json","RepoTags":["$SANDBOX_IMAGE"],"Layers":["layer.tar"]}]
+[{"Config":"$config_digest.json","RepoTags":[${repo_tags%,}],"Layers":["layer.tar"]}]
 EOF
 
+if [[ -n $archive ]]; then
+  tar -C "$work" -cf "$archive" manifest.json "$config_digest.json" layer.tar
+  exit 0
+fi
 tar -C "$work" -cf - manifest.json "$config_digest.json" layer.tar | ctr_k8s images import - >&2
 log "imported $SANDBOX_IMAGE"
