@@ -36,7 +36,8 @@ from kubedbt.core.project import Check, DagOptions, Project, ProjectError
 HERE = Path(__file__).resolve().parent
 DOCKERFILE = HERE / "project.Dockerfile"
 CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
-KIND_CLUSTER = "kubedbt"
+# Loads an image into the kind cluster (CLUSTER=kind), through the restricted-host docker if needed.
+KIND_LOAD = HERE.parents[1] / "tests" / "cluster" / "kind.sh"
 # Never part of the image: dbt's output of local runs, and what a checkout carries besides dbt.
 LEFT_OUT = frozenset({"target", "logs", ".git", ".venv", "venv", "__pycache__", ".user.yml"})
 # Files whose text may materialise a model as an external file (dbt-duckdb).
@@ -297,11 +298,8 @@ def build(
 def import_into_cluster(docker: str, image: str) -> str:
     """Make the image available to the local cluster, which cannot pull it; say what happened."""
     if os.environ.get("CLUSTER", "local") == "kind":
-        subprocess.run(
-            ["kind", "load", "docker-image", "--name", KIND_CLUSTER, image],
-            stdout=sys.stderr, check=True,
-        )  # fmt: skip
-        return f"loaded into the kind cluster {KIND_CLUSTER}"
+        subprocess.run([str(KIND_LOAD), "load", image], stdout=sys.stderr, check=True)
+        return "loaded into the kind cluster kubedbt"
     ctr = shutil.which("ctr")
     k8s = [ctr or "ctr", "--address", CONTAINERD_SOCKET, "--namespace", "k8s.io"]
     if not ctr or subprocess.run([*k8s, "version"], capture_output=True).returncode != 0:

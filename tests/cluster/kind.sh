@@ -169,7 +169,10 @@ case ${1:-} in
         grep -E '^kubedbt/' || true)
       [[ -z $images ]] || "$docker" rmi $images >/dev/null
     fi
-    stop_daemon dockerd
+    if daemon_running dockerd; then # ours: started by up, so it goes, with its default bridge
+      stop_daemon dockerd
+      ip link delete docker0 2>/dev/null || true
+    fi
     [[ $KUBEDBT_STATE == /*/* ]] || die "refusing to remove KUBEDBT_STATE=$KUBEDBT_STATE"
     rm -rf "$KUBEDBT_STATE"
     log "kind cluster removed (binaries and the node image in $KUBEDBT_CACHE kept)"
