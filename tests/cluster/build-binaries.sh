@@ -7,9 +7,10 @@
 # module at its published v0.Y.Z release instead. Results are cached outside the repository under
 # $KUBEDBT_CACHE/bin/<component>-<version>/ so a second run costs nothing.
 #
-#   build-binaries.sh [cluster|kind|minio]...
+#   build-binaries.sh [cluster|kind|kind-node|minio]...
 #
-# With no argument it builds `cluster`, what up.sh needs; `kind` adds what CLUSTER=kind needs. `minio`
+# With no argument it builds `cluster`, what up.sh needs; `kind` is kind itself, `kind-node` what a
+# kind node image built here needs besides (kubeadm, CoreDNS, the local-path provisioner). `minio`
 # is the S3 server of the artifact upload tests: it is no part of the cluster, so only
 # tests/objectstore.py asks for it, on first use.
 set -euo pipefail
@@ -117,9 +118,13 @@ build_cluster() {
     "$REGISTRY_BIN" "-s -w"
 }
 
-# kind, and what a kind node image built here needs beyond build_cluster (kind-node-image.sh).
 build_kind() {
   go_install kind "sigs.k8s.io/kind@$KIND_VERSION" "$KIND_BIN" "-s -w"
+}
+
+# What a kind node image built here needs beyond build_cluster (kind-node-image.sh).
+build_kind_node() {
+  build_kind
   if [[ ! -x $KUBEADM_BIN/kubeadm ]]; then
     k8s_build "$KUBEADM_BIN" k8s.io/kubernetes/cmd/kubeadm
     rm -rf "$KUBEADM_BIN" && mv "$KUBEADM_BIN.tmp" "$KUBEADM_BIN"
@@ -137,9 +142,9 @@ targets=("$@")
 ((${#targets[@]})) || targets=(cluster)
 for target in "${targets[@]}"; do
   case $target in
-    cluster | kind | minio) ;;
+    cluster | kind | kind-node | minio) ;;
     *)
-      log "unknown target '$target' (known: cluster, kind, minio)"
+      log "unknown target '$target' (known: cluster, kind, kind-node, minio)"
       exit 2
       ;;
   esac
@@ -151,6 +156,6 @@ mkdir -p "$KUBEDBT_CACHE/bin"
 exec 9>"$KUBEDBT_CACHE/build.lock"
 flock 9
 for target in "${targets[@]}"; do
-  "build_$target"
+  "build_${target//-/_}"
 done
 log "binaries ready under $KUBEDBT_CACHE/bin"

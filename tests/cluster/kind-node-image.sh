@@ -49,7 +49,7 @@ if [[ -s $archive ]]; then
 fi
 
 {
-  "$cluster_dir/build-binaries.sh" cluster kind
+  "$cluster_dir/build-binaries.sh" cluster kind-node
   "$cluster_dir/../../images/base/build.sh"
 } >&2
 
