@@ -77,7 +77,7 @@ log "building $base (Debian's systemd, containerd, runc, CNI plugins; a few minu
 built+=("$base")
 
 # --- one image per binary, all on the base ---
-component() { # TAG DIR BINARY [ENTRYPOINT]
+component() { # TAG DIR BINARY: the base plus DIR/BINARY on PATH, tagged TAG
   local tag=$1 dir=$2 binary=$3 context=$work/component-$3
   mkdir -p "$context"
   cp "$dir/$binary" "$context/$binary"
