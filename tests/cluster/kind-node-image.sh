@@ -101,7 +101,13 @@ kubeadm_images=$("$KUBEADM_BIN/kubeadm" config images list --kubernetes-version 
 kind_tag() { # the image kind's source names in CONSTANT
   grep -ho "$1 = \"[^\"]*\"" "$kind_module"/pkg/build/nodeimage/const_*.go | cut -d'"' -f2
 }
-sandbox=$(sed -n 's/.*sandbox_image = "\(.*\)"/\1/p' "$kind_module/images/base/files/etc/containerd/config.toml")
+kubeadm_etcd=$(grep /etcd: <<<"$kubeadm_images")
+kubeadm_pause=$(grep /pause: <<<"$kubeadm_images")
+sandbox=$(sed -n 's/.*sandbox_image = "\(.*\)"/\1/p' \
+  "$kind_module/images/base/files/etc/containerd/config.toml")
+kindnetd=$(kind_tag kindnetdImage)
+provisioner=$(kind_tag storageProvisionerImage)
+helper=$(kind_tag storageHelperImage)
 tag_as() { # SOURCE TARGET...
   local source=$1 target
   shift
@@ -111,16 +117,16 @@ tag_as() { # SOURCE TARGET...
   done
 }
 # kubeadm's etcd tag (3.6) on the 3.5 image; kind.sh has kubeadm use the real tag.
-tag_as "registry.k8s.io/etcd:$etcd_tag" "$(grep /etcd: <<<"$kubeadm_images")"
-tag_as local-path-provisioner "$(kind_tag storageProvisionerImage)"
+tag_as "registry.k8s.io/etcd:$etcd_tag" "$kubeadm_etcd"
+tag_as local-path-provisioner "$provisioner"
 # The helper runs sh scripts to make and remove volume directories: kubedbt/base has sh.
-tag_as kubedbt/base:bookworm "$(kind_tag storageHelperImage)"
+tag_as kubedbt/base:bookworm "$helper"
 
 # pause: the same static build as the local cluster's (pause-image.sh), as a docker image.
-"$cluster_dir/pause-image.sh" --archive "$work/pause.tar" "$SANDBOX_IMAGE" "$sandbox" \
-  "$(grep /pause: <<<"$kubeadm_images")" "$(kind_tag kindnetdImage)"
+pause_tags=("$SANDBOX_IMAGE" "$sandbox" "$kubeadm_pause" "$kindnetd")
+"$cluster_dir/pause-image.sh" --archive "$work/pause.tar" "${pause_tags[@]}"
 "$docker" load -i "$work/pause.tar" >&2
-built+=("$SANDBOX_IMAGE" "$sandbox" "$(grep /pause: <<<"$kubeadm_images")" "$(kind_tag kindnetdImage)")
+built+=("${pause_tags[@]}")
 
 # --- the release-style tarball ---
 bin=$work/release/kubernetes/server/bin
@@ -128,10 +134,8 @@ mkdir -p "$bin"
 echo "$K8S_VERSION" >"$work/release/kubernetes/version"
 cp "$KUBEADM_BIN/kubeadm" "$K8S_BIN/kubelet" "$K8S_BIN/kubectl" "$bin/"
 extras=(
-  "registry.k8s.io/etcd:$etcd_tag" "$(grep /etcd: <<<"$kubeadm_images")"
-  "registry.k8s.io/coredns/coredns:$COREDNS_VERSION"
-  "$(kind_tag storageProvisionerImage)" "$(kind_tag storageHelperImage)"
-  "$SANDBOX_IMAGE" "$sandbox" "$(grep /pause: <<<"$kubeadm_images")" "$(kind_tag kindnetdImage)"
+  "registry.k8s.io/etcd:$etcd_tag" "$kubeadm_etcd"
+  "registry.k8s.io/coredns/coredns:$COREDNS_VERSION" "$provisioner" "$helper" "${pause_tags[@]}"
 )
 save_first_repositories() { # ARCHIVE IMAGE...: docker save with `repositories` as the first entry
   local archive=$1 unpacked=$work/unpacked
