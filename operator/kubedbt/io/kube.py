@@ -34,6 +34,7 @@ from kubedbt.core.manifests import ConfigMapManifest, JobManifest, SecretManifes
 from kubedbt.core.render import owned_by_job
 from kubedbt.io.api_errors import (
     KubeApiError,
+    describe,
     from_response,
     from_status_event,
     sanitized,
@@ -61,6 +62,11 @@ WATCH_READ_MARGIN = 30.0
 KEEPALIVE_OPTIONS = (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
 # How much of a stream's error response is read for its Status.
 ERROR_BODY_BYTES = 64 * 1024
+# A log tail is evidence only, served by the pod's kubelet through the API server: it gets this
+# many seconds in all, retries included, and each attempt LOG_TAIL_ATTEMPT, so a kubelet that does
+# not answer (its node lost) holds a run's outcome back by seconds, not the policy's two minutes.
+LOG_TAIL_BUDGET = 15.0
+LOG_TAIL_ATTEMPT = 10.0
 # How long a results ConfigMap left by a deleted Job of the same name may take to be collected.
 STALE_CONFIGMAP_WAIT = 60.0
 # Attempts at creating a profile Secret while a deleted Job's is collected (backoff capped at 5 s:
@@ -446,17 +452,19 @@ class RunClient:
         return [event for events, _ in found for event in events]
 
     async def log_tail(self, pod: str, namespace: str, container: str, lines: int) -> str | None:
-        """The last `lines` lines of a container's log, or None when it cannot be read."""
+        """The last `lines` lines of a container's log, or None when it cannot be read in time."""
+        bounded = RunClient(self.api_client, self.policy.within(LOG_TAIL_BUDGET))
         try:
-            text = await self.call(
+            text = await bounded.call(
                 self.core.read_namespaced_pod_log,
                 pod,
                 namespace,
                 container=container,
                 tail_lines=lines,
+                _request_timeout=LOG_TAIL_ATTEMPT,
             )
-        except client.ApiException as e:
-            log.warning("cannot read the log of %s/%s: %s", namespace, pod, sanitized(e))
+        except Exception as e:  # evidence only: the outcome never waits for it nor fails on it
+            log.warning("cannot read the log of %s/%s: %s", namespace, pod, describe(e))
             return None
         return str(text)
 
