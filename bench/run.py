@@ -106,6 +106,8 @@ def prepare_namespace(api: client.ApiClient, workdir: Path) -> dict[str, Path]:
         {"apiGroups": ["batch"], "resources": ["jobs", "jobs/status"], "verbs": read},
         {"apiGroups": [""], "resources": ["pods", "configmaps"], "verbs": read},
         {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+        # kubedbt lists a run's Events at its end, as evidence; the chart's launcher Role allows it.
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
     ]
     rbac.create_namespaced_role(NAMESPACE, {"metadata": {"name": "bench"}, "rules": rules})
     kubeconfigs = {}
