@@ -298,8 +298,9 @@ def build(
 def import_into_cluster(docker: str, image: str) -> str:
     """Make the image available to the local cluster, which cannot pull it; say what happened."""
     if os.environ.get("CLUSTER", "local") == "kind":
+        started = time.monotonic()
         subprocess.run([str(KIND_LOAD), "load", image], stdout=sys.stderr, check=True)
-        return "loaded into the kind cluster kubedbt"
+        return f"loaded into the kind cluster kubedbt in {time.monotonic() - started:.1f}s"
     ctr = shutil.which("ctr")
     k8s = [ctr or "ctr", "--address", CONTAINERD_SOCKET, "--namespace", "k8s.io"]
     if not ctr or subprocess.run([*k8s, "version"], capture_output=True).returncode != 0:

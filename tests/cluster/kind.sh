@@ -101,18 +101,42 @@ node_image() {
   "$cluster_dir/kind-node-image.sh"
 }
 
-# kind's configuration: kind.yaml, plus what a node image built here needs (its labels say).
+# kind's configuration. One node is enough: the tests exercise Jobs, logs, RBAC and Services, not
+# scheduling. Laid out like the local cluster where tests look: the benchmark's audit log at
+# $log_dir/audit.log, and $shared_dir at the same path on the node. A node image built here says in
+# its labels what more it needs (no kindnet; its etcd's tag).
 kind_config() {
   local image=$1 etcd_tag cni
   etcd_tag=$("$docker" image inspect -f '{{index .Config.Labels "kubedbt.kind.etcd-tag"}}' "$image")
   cni=$("$docker" image inspect -f '{{index .Config.Labels "kubedbt.kind.cni"}}' "$image")
-  cat "$cluster_dir/kind.yaml"
+  cat <<CONFIG
+kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+name: $cluster
+nodes:
+  - role: control-plane
+    extraMounts:
+      - {hostPath: "$config_dir", containerPath: "$config_dir", readOnly: true}
+      - {hostPath: "$log_dir", containerPath: "$log_dir"}
+      - {hostPath: "$shared_dir", containerPath: "$shared_dir"}
+kubeadmConfigPatches:
+  - |
+    kind: ClusterConfiguration
+    apiServer:
+      extraArgs:
+        audit-policy-file: "$config_dir/audit-policy.yaml"
+        audit-log-path: "$log_dir/audit.log"
+        audit-log-maxsize: "200"
+        audit-log-maxbackup: "1"
+      extraVolumes:
+        - {name: kubedbt-config, hostPath: "$config_dir", mountPath: "$config_dir", readOnly: true}
+        - {name: kubedbt-logs, hostPath: "$log_dir", mountPath: "$log_dir"}
+CONFIG
+  if [[ -n $etcd_tag ]]; then
+    printf '    etcd:\n      local:\n        imageTag: "%s"\n' "$etcd_tag"
+  fi
   if [[ $cni == ptp ]]; then
     printf 'networking:\n  disableDefaultCNI: true\n'
-  fi
-  if [[ -n $etcd_tag ]]; then
-    printf 'kubeadmConfigPatches:\n  - |\n    kind: ClusterConfiguration\n'
-    printf '    etcd:\n      local:\n        imageTag: "%s"\n' "$etcd_tag"
   fi
 }
 
@@ -126,7 +150,8 @@ start_registry() {
 case ${1:-} in
   up)
     daemon_running kube-apiserver && die "the local cluster is up: make cluster-down first"
-    mkdir -p "$kind_state" "$KUBEDBT_STATE/bin"
+    mkdir -p "$kind_state" "$KUBEDBT_STATE/bin" "$config_dir" "$log_dir" "$shared_dir"
+    cp "$cluster_dir/audit-policy.yaml" "$config_dir/audit-policy.yaml"
     ensure_dockerd >&2
     "$cluster_dir/build-binaries.sh" cluster kind >&2
     if ! cluster_exists; then

@@ -28,6 +28,9 @@ pki_dir=$KUBEDBT_STATE/pki
 config_dir=$KUBEDBT_STATE/config
 pid_dir=$KUBEDBT_STATE/pids
 log_dir=$KUBEDBT_STATE/logs
+# A directory this machine and the node both see at this same path: on the local cluster the node
+# is this machine; kind mounts it into its node. Tests put hostPath volumes here.
+shared_dir=$KUBEDBT_STATE/shared
 admin_kubeconfig=$KUBEDBT_STATE/admin.kubeconfig
 
 # The host daemons in start order; down.sh stops them in reverse.

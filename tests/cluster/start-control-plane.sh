@@ -19,21 +19,12 @@ start_daemon etcd "$ETCD_BIN/etcd" \
   --listen-metrics-urls http://127.0.0.1:2381 --unsafe-no-fsync
 wait_until "etcd health" 60 curl -fsS http://127.0.0.1:2379/health
 
-# The benchmark (bench/) counts its clients' requests at the API server: an audit log of the
-# requests of ServiceAccounts in the namespace kubedbt-bench, and of nobody else.
-mkdir -p "$KUBEDBT_STATE/config" "$KUBEDBT_STATE/logs"
-cat >"$KUBEDBT_STATE/config/audit-policy.yaml" <<'POLICY'
-apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-- level: Metadata
-  userGroups: ["system:serviceaccounts:kubedbt-bench"]
-- level: None
-POLICY
+# The benchmark's audit log (audit-policy.yaml says what it holds).
+mkdir -p "$config_dir" "$log_dir"
+cp "$cluster_dir/audit-policy.yaml" "$config_dir/audit-policy.yaml"
 start_daemon kube-apiserver "$K8S_BIN/kube-apiserver" \
-  --audit-policy-file "$KUBEDBT_STATE/config/audit-policy.yaml" \
-  --audit-log-path "$KUBEDBT_STATE/logs/audit.log" --audit-log-maxsize 200 --audit-log-maxbackup 1 \
+  --audit-policy-file "$config_dir/audit-policy.yaml" \
+  --audit-log-path "$log_dir/audit.log" --audit-log-maxsize 200 --audit-log-maxbackup 1 \
   --etcd-servers http://127.0.0.1:2379 \
   --advertise-address "$(node_ip)" --bind-address 0.0.0.0 --secure-port 6443 \
   --service-cluster-ip-range "$SERVICE_CIDR" \

@@ -1,6 +1,7 @@
 """The real dbt image and the real sidecar fill the results ConfigMap in a real pod.
 
-The run's artifacts volume is swapped for a hostPath here (test only), so the test can read what
+The run's artifacts volume is swapped for a hostPath here (test only), a directory this machine and
+the node share ($KUBEDBT_STATE/shared: on kind a mount into the node), so the test can read what
 dbt wrote on the node and compare it with what the sidecar uploaded, or put there what dbt would
 write for a project larger than a test can build.
 """
@@ -8,6 +9,8 @@ write for a project larger than a test can build.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +28,17 @@ from tests.unit.dbt_runs import load_with_dbt
 from tests.unit.scaled_project import write_run_results
 
 pytestmark = pytest.mark.cluster
+
+# The node sees this directory of this machine at the same path (tests/cluster/lib.sh: shared_dir).
+SHARED = Path(os.environ.get("KUBEDBT_STATE", "/var/lib/kubedbt-cluster")) / "shared"
+
+
+@pytest.fixture
+def artifacts() -> Iterator[Path]:
+    """The run's artifacts directory, as a hostPath on the node; not yet created."""
+    path = SHARED / f"sidecar-{uuid.uuid4().hex[:8]}"
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -65,7 +79,7 @@ def _run(
 
     `adjust` may change the rendered pod spec (test only) before the Job is created.
     """
-    artifacts.mkdir(mode=0o777, exist_ok=True)
+    artifacts.mkdir(mode=0o777, parents=True, exist_ok=True)
     artifacts.chmod(0o777)
     spec = DbtRunSpec(
         command="build",
@@ -110,10 +124,9 @@ def _run(
 
 
 def test_uploaded_results_equal_what_dbt_wrote(
-    api_client: client.ApiClient, namespace: str, tmp_path: Path
+    api_client: client.ApiClient, namespace: str, artifacts: Path
 ) -> None:
     _allow_upload(api_client, namespace)
-    artifacts = tmp_path / "artifacts"
     condition, configmap = _run(api_client, namespace, artifacts)
     assert condition == "Complete"
     decoded = results.decode(configmap)
@@ -131,12 +144,10 @@ def test_uploaded_results_equal_what_dbt_wrote(
 
 
 def test_parse_error_uploads_the_digest_only(
-    api_client: client.ApiClient, namespace: str, tmp_path: Path
+    api_client: client.ApiClient, namespace: str, artifacts: Path
 ) -> None:
     _allow_upload(api_client, namespace)
-    condition, configmap = _run(
-        api_client, namespace, tmp_path / "artifacts", vars={"fail_parse": True}
-    )
+    condition, configmap = _run(api_client, namespace, artifacts, vars={"fail_parse": True})
     assert condition == "Failed"
     decoded = results.decode(configmap)
     assert decoded.status == "no-results"
@@ -146,10 +157,10 @@ def test_parse_error_uploads_the_digest_only(
 
 
 def test_a_failed_upload_never_changes_the_outcome(
-    api_client: client.ApiClient, namespace: str, tmp_path: Path
+    api_client: client.ApiClient, namespace: str, artifacts: Path
 ) -> None:
     # No Role: the sidecar is forbidden to patch, dbt still succeeds and so does the Job.
-    condition, configmap = _run(api_client, namespace, tmp_path / "artifacts")
+    condition, configmap = _run(api_client, namespace, artifacts)
     assert condition == "Complete"
     assert results.decode(configmap).status == "pending"
 
@@ -171,10 +182,9 @@ def _with_prewritten_results(pod: dict[str, Any]) -> None:
 
 
 def test_fifty_megabytes_of_run_results_upload_within_128mi(
-    api_client: client.ApiClient, namespace: str, tmp_path: Path
+    api_client: client.ApiClient, namespace: str, artifacts: Path, tmp_path: Path
 ) -> None:
     _allow_upload(api_client, namespace)
-    artifacts = tmp_path / "artifacts"
     (artifacts / "target").mkdir(parents=True)
     written = artifacts / "target" / "run_results.json"
     nodes = write_run_results(written, size=50 * 2**20)

@@ -10,15 +10,10 @@ to time when the Job really ended.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
 import os
-import signal
-import subprocess
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +33,7 @@ from kubedbt.io.informer import InformerOptions, InformerStats, shared_informer
 from kubedbt.io.kube import RunClient
 from kubedbt.io.retry import DEFAULT_POLICY
 from kubedbt.io.watch import RunRef, WatchLimits
+from tests import cluster_ops
 from tests.conftest import (
     admin_kubeconfig,
     launcher_token,
@@ -46,10 +42,6 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.cluster
-
-CLUSTER_STATE = Path(os.environ.get("KUBEDBT_STATE", "/var/lib/kubedbt-cluster"))
-CLUSTER_UP = Path(__file__).parent / "up.sh"
-ETCD = "http://127.0.0.1:2379"
 
 
 @pytest.fixture
@@ -296,24 +288,6 @@ def test_a_token_that_stops_working_mid_run_is_reloaded(
     measured(f"{stats.reconnects} credential reload(s); the run succeeded on its first Job")
 
 
-def _etcd(path: str, body: dict[str, Any]) -> dict[str, Any]:
-    """etcd's v3 JSON gateway (the local cluster's etcd listens on 127.0.0.1 without TLS)."""
-    request = urllib.request.Request(
-        ETCD + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        result: dict[str, Any] = json.loads(response.read())
-    return result
-
-
-def _compact_etcd() -> int:
-    """Compact etcd's history up to now: every older resourceVersion is gone."""
-    key = base64.b64encode(b"/registry/namespaces/default").decode()
-    revision = int(_etcd("/v3/kv/range", {"key": key})["header"]["revision"])
-    _etcd("/v3/kv/compaction", {"revision": str(revision), "physical": True})
-    return revision
-
-
 def test_a_compacted_history_relists_and_the_run_goes_on(
     api_client: client.ApiClient, namespace: str, kubeconfig: Path, measured: Any
 ) -> None:
@@ -331,11 +305,10 @@ def test_a_compacted_history_relists_and_the_run_goes_on(
             return event, informer.stats
 
     def _kill_compact_restart() -> None:
-        pid = int((CLUSTER_STATE / "pids" / "kube-apiserver.pid").read_text().split()[0])
-        os.kill(pid, signal.SIGKILL)
+        cluster_ops.kill_api_server()
         time.sleep(2)
-        _compact_etcd()
-        subprocess.run([str(CLUSTER_UP)], check=True, capture_output=True, timeout=300)
+        cluster_ops.compact_etcd()
+        cluster_ops.start_api_server()
 
     event, stats = asyncio.run(asyncio.wait_for(scenario(), 600))
     assert event["status"] == "success", event

@@ -6,7 +6,7 @@
 # Default: a single-node cluster of host processes (etcd, control plane, containerd, kubelet,
 # kube-proxy) built from source, state in $KUBEDBT_STATE. Idempotent: a healthy cluster returns at
 # once, a partly running one has only its missing pieces started.
-# CLUSTER=kind: a kind cluster from kind.yaml instead, for machines that have docker and kind.
+# CLUSTER=kind: a kind cluster (kind.sh) instead, for machines that have docker and kind.
 set -euo pipefail
 # shellcheck source=tests/cluster/lib.sh
 source "$(dirname "$0")/lib.sh"

@@ -8,17 +8,14 @@ failed by a person) while dbt runs in the cluster, and then checks what the clus
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
+from tests import cluster_ops
 from tests.airflow.client import AirflowClient
 from tests.deployment.conftest import component, kill_worker
 from tests.deployment.recorder import Recorder, Seen, epoch
@@ -32,8 +29,6 @@ TASK = "build"
 STARTUP_TIMEOUT = 20  # the DAGs' startup_timeout
 GRACE = 15  # the DAGs' termination_grace_period
 NODES = 28  # dbt build of the example project
-CLUSTER_STATE = os.environ.get("KUBEDBT_STATE", "/var/lib/kubedbt-cluster")
-CLUSTER_UP = Path(__file__).parents[1] / "cluster" / "up.sh"
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
@@ -60,13 +55,12 @@ def assert_one_job_never_deleted(recorder: Recorder, dag_id: str, run_id: str) -
 
 
 def restart_api_server(outage: float) -> float:
-    """SIGKILL the local cluster's kube-apiserver, and after `outage` seconds bring it back with
-    the cluster's own (idempotent) up script; return how long it was gone."""
-    pid_file = Path(CLUSTER_STATE, "pids", "kube-apiserver.pid")
+    """SIGKILL the cluster's kube-apiserver, and after `outage` seconds bring it back; return how
+    long it was gone."""
     killed = time.time()
-    os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+    cluster_ops.kill_api_server()
     time.sleep(outage)
-    subprocess.run([str(CLUSTER_UP)], check=True, capture_output=True, timeout=300)
+    cluster_ops.start_api_server()
     return time.time() - killed
 
 

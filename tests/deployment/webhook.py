@@ -2,9 +2,11 @@
 
 The operator creates a run's Job and then its results ConfigMap; a worker killed between the two
 is the fault to test. The window is milliseconds long, so the test widens it the way a slow API
-server would: the apiserver (a host process here) sends the first matching ConfigMap CREATE to this
-webhook on 127.0.0.1, which holds it until the test has killed the worker, then refuses it. Later
-requests pass at once. The serving certificate is made on the spot for 127.0.0.1.
+server would: the apiserver sends the first matching ConfigMap CREATE to this webhook, which holds
+it until the test has killed the worker, then refuses it. Later requests pass at once. The webhook
+listens where the apiserver reaches this machine (conftest.node_address: on the local cluster the
+node is this machine, on kind the apiserver runs in the node container), with a serving certificate
+made on the spot for that address.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from kubernetes import client
+from tests.conftest import node_address
 
 HOLD_SECONDS = 25  # below the webhook's 30 s timeout, the longest Kubernetes allows
 
@@ -58,21 +61,22 @@ def holding_first_configmap(
 ) -> Iterator[Hold]:
     """Hold the first ConfigMap CREATE in `namespace` whose labels include `labels`."""
     hold = Hold()
-    cert, key = _self_signed()
+    address = node_address(api_client)
+    cert, key = _self_signed(address)
     with tempfile.TemporaryDirectory() as tmp:
         cert_file, key_file = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
         cert_file.write_bytes(cert)
         key_file.write_bytes(key)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert_file, key_file)
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(hold))
+        server = ThreadingHTTPServer((address, 0), _handler(hold))
         server.socket = context.wrap_socket(server.socket, server_side=True)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         admission = client.AdmissionregistrationV1Api(api_client)
         name = f"kubedbt-fault-hold-{namespace}"
         admission.create_validating_webhook_configuration(
-            _configuration(name, server.server_address[1], cert, namespace, labels)
+            _configuration(name, f"{address}:{server.server_address[1]}", cert, namespace, labels)
         )
         try:
             yield hold
@@ -115,7 +119,7 @@ def _handler(hold: Hold) -> type[BaseHTTPRequestHandler]:
 
 
 def _configuration(
-    name: str, port: int, cert: bytes, namespace: str, labels: dict[str, str]
+    name: str, host: str, cert: bytes, namespace: str, labels: dict[str, str]
 ) -> dict[str, Any]:
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -125,7 +129,7 @@ def _configuration(
             {
                 "name": "hold.faults.kubedbt.io",
                 "clientConfig": {
-                    "url": f"https://127.0.0.1:{port}/validate",
+                    "url": f"https://{host}/validate",
                     "caBundle": base64.b64encode(cert).decode(),
                 },
                 "rules": [
@@ -147,9 +151,9 @@ def _configuration(
     }
 
 
-def _self_signed() -> tuple[bytes, bytes]:
+def _self_signed(address: str) -> tuple[bytes, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder()
@@ -160,7 +164,7 @@ def _self_signed() -> tuple[bytes, bytes]:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(hours=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)

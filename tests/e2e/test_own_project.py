@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from kubernetes import client
 
 from kubedbt.core import naming, results
 from kubedbt.core.project import containerd_name
+from tests import cluster_ops
 from tests.conftest import unavailable
 from tests.e2e import conftest as e2e_conftest
 from tests.e2e.conftest import DagRun, DagRunner
@@ -35,7 +35,9 @@ START = "<!-- own-project:start -->"
 END = "<!-- own-project:end -->"
 NOT_RUN = "<!-- own-project:not-run"
 DBT = REPO / ".venv-dbt" / "bin" / "dbt"
-DOCKER = os.environ.get("DOCKER") or shutil.which("/usr/bin/docker") or "docker"
+DOCKER = cluster_ops.DOCKER
+# What `make project-image` says when the image reached the cluster (images/project/build.py).
+IMPORTED = "loaded into the kind cluster" if cluster_ops.KIND else "imported into the local cluster"
 TASK = "dbt_build:-1"
 # dbt's starter project names its tests the same whatever the project is called.
 NOT_NULL_TEST = "not_null_my_first_dbt_model_id.5fb22c2710"
@@ -60,10 +62,7 @@ def remove_image() -> Iterator[Callable[[str], None]]:
     yield images.append
     for image in images:
         subprocess.run([DOCKER, "rmi", "--force", image], capture_output=True)
-        subprocess.run(
-            ["ctr", "--namespace", "k8s.io", "images", "rm", containerd_name(image)],
-            capture_output=True,
-        )  # fmt: skip
+        cluster_ops.remove_image(containerd_name(image))
 
 
 # What a make that runs these tests (make test-e2e) hands its children: a make started with them
@@ -156,7 +155,7 @@ def test_dbt_starter_project_with_a_local_package(
     seconds = time.monotonic() - started
     assert built.returncode == 0, built.stderr[-5000:]
     assert "dbt deps runs in the build" in built.stderr
-    assert "imported into the local cluster's containerd" in built.stderr, built.stderr[-3000:]
+    assert IMPORTED in built.stderr, built.stderr[-3000:]
     _check_image(image)
 
     run = _run_dag(dag_runner, monkeypatch, built.stdout, "starter_shop")
