@@ -463,7 +463,10 @@ class RunClient:
                 tail_lines=lines,
                 _request_timeout=LOG_TAIL_ATTEMPT,
             )
-        except Exception as e:  # evidence only: the outcome never waits for it nor fails on it
+        except client.ApiException as e:
+            log.warning("cannot read the log of %s/%s: %s", namespace, pod, sanitized(e))
+            return None
+        except Exception as e:  # a timeout, a lost connection: evidence only, the run goes on
             log.warning("cannot read the log of %s/%s: %s", namespace, pod, describe(e))
             return None
         return str(text)
