@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 
 from kubedbt import DbtRunSpec, RunIdentity, render_job, render_results_configmap
 from kubedbt.airflow.trigger import ConnectionArgs
@@ -54,6 +55,41 @@ AFTER_CUSTOMERS = {
 def namespace(api_client: client.ApiClient) -> Iterator[str]:
     with namespace_with_chart(api_client, "kubedbt-cancel") as name:
         yield name
+
+
+@pytest.fixture(scope="module")
+def pods_seen(api_client: client.ApiClient, namespace: str) -> Iterator[dict[str, Any]]:
+    """Each pod's last state in the namespace, from a watch, as the run's informer keeps it: a pod
+    the Job controller deletes (activeDeadlineSeconds) leaves its final state, dbt's exit code,
+    in its DELETED event, which a list polled afterwards misses once the pod is gone (on kind
+    within a second)."""
+    seen: dict[str, Any] = {}
+    stopped = threading.Event()
+    serialize = api_client.sanitize_for_serialization
+
+    def follow() -> None:
+        core, version = client.CoreV1Api(api_client), None
+        while not stopped.is_set():
+            try:
+                for event in watch.Watch().stream(
+                    core.list_namespaced_pod,
+                    namespace,
+                    resource_version=version,
+                    timeout_seconds=10,
+                ):
+                    pod = event["object"]
+                    version = pod.metadata.resource_version
+                    seen[pod.metadata.name] = serialize(pod)
+            except client.ApiException as e:
+                if e.status != 410:
+                    raise
+                version = None  # compacted: start again from a fresh list
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    yield seen
+    stopped.set()
+    thread.join(timeout=20)
 
 
 def _spec(namespace: str, warehouse: Warehouse, **overrides: Any) -> DbtRunSpec:
@@ -104,28 +140,28 @@ def _seconds_until_query_gone(warehouse: Warehouse, since: float, within: float 
     return time.monotonic() - since
 
 
-def _finished(api_client: client.ApiClient, namespace: str, job_name: str) -> dict[str, Any]:
+def _finished(
+    api_client: client.ApiClient, namespace: str, job_name: str, pods_seen: dict[str, Any]
+) -> dict[str, Any]:
     """The Job once it failed and its upload is marked, with its pods and ConfigMap."""
     batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
     name = job_name + naming.RESULTS_SUFFIX
-    serialize = api_client.sanitize_for_serialization
-    # Each pod's last state seen, as the watch's informer keeps it: an evicted pod is deleted.
-    pods: dict[str, dict[str, Any]] = {}
 
     def done() -> bool:
-        for pod in core.list_namespaced_pod(
-            namespace, label_selector=f"app.kubernetes.io/instance={job_name}"
-        ).items:
-            pods[pod.metadata.name] = serialize(pod)
         job = batch.read_namespaced_job(job_name, namespace)
         failed = any(c.type == "Failed" and c.status == "True" for c in job.status.conditions or [])
         annotations = core.read_namespaced_config_map(name, namespace).metadata.annotations
         return failed and annotations.get(results.UPLOAD_STATUS) != "pending"
 
     assert wait_until(done, GRACE + 60, interval=0.5) is not None, f"{job_name} did not end"
+    time.sleep(2)  # the watch's last events of the pods
+    serialize = api_client.sanitize_for_serialization
+    instance = "app.kubernetes.io/instance"
     return {
         "job": serialize(batch.read_namespaced_job(job_name, namespace)),
-        "pods": list(pods.values()),
+        "pods": [
+            p for p in list(pods_seen.values()) if p["metadata"]["labels"].get(instance) == job_name
+        ],
         "configmap": serialize(core.read_namespaced_config_map(name, namespace)),
     }
 
@@ -183,6 +219,7 @@ def _check_partial_results(decoded: results.RunResults, tmp_path: Path) -> dict[
 def test_a_stopped_run_cancels_its_query_and_keeps_what_finished(
     api_client: client.ApiClient,
     namespace: str,
+    pods_seen: dict[str, Any],
     kubeconfig: Path,
     warehouse: Warehouse,
     tmp_path: Path,
@@ -200,7 +237,7 @@ def test_a_stopped_run_cancels_its_query_and_keeps_what_finished(
     asked = time.monotonic()
     assert asyncio.run(stop())
     gone = _seconds_until_query_gone(warehouse, asked)
-    ended = _finished(api_client, namespace, job_name)
+    ended = _finished(api_client, namespace, job_name, pods_seen)
     outcome, decoded = _judged(ended)
     assert outcome.kind == "cancelled", outcome
     assert outcome.retryable
@@ -220,6 +257,7 @@ def test_a_stopped_run_cancels_its_query_and_keeps_what_finished(
 def test_active_deadline_seconds_interrupts_dbt(
     api_client: client.ApiClient,
     namespace: str,
+    pods_seen: dict[str, Any],
     kubeconfig: Path,
     warehouse: Warehouse,
     tmp_path: Path,
@@ -231,7 +269,7 @@ def test_active_deadline_seconds_interrupts_dbt(
     waiting = time.monotonic()
     # The deadline counts from the Job's start; dbt holds the statement until then.
     gone = _seconds_until_query_gone(warehouse, waiting, within=45 + GRACE)
-    outcome, decoded = _judged(_finished(api_client, namespace, job_name))
+    outcome, decoded = _judged(_finished(api_client, namespace, job_name, pods_seen))
     assert outcome.kind == "cancelled", outcome
     assert "activeDeadlineSeconds" in outcome.reason
     _check_partial_results(decoded, tmp_path)
@@ -241,6 +279,7 @@ def test_active_deadline_seconds_interrupts_dbt(
 def test_the_execution_timeout_stops_dbt_and_reports_what_finished(
     api_client: client.ApiClient,
     namespace: str,
+    pods_seen: dict[str, Any],
     kubeconfig: Path,
     warehouse: Warehouse,
     tmp_path: Path,
@@ -273,7 +312,7 @@ def test_the_execution_timeout_stops_dbt_and_reports_what_finished(
     assert outcome.kind == "cancelled", outcome
     assert "execution_timeout" in outcome.reason
     assert not warehouse.running(SLEEP)
-    ended = _finished(api_client, namespace, job_name)
+    ended = _finished(api_client, namespace, job_name, pods_seen)
     _check_partial_results(results.decode(ended["configmap"]), tmp_path)
     measured(f"execution timeout 75 s: the watch reported cancelled after {took:.0f} s")
 
@@ -281,6 +320,7 @@ def test_the_execution_timeout_stops_dbt_and_reports_what_finished(
 def test_an_evicted_run_is_resumed_by_dbt_retry(
     api_client: client.ApiClient,
     namespace: str,
+    pods_seen: dict[str, Any],
     kubeconfig: Path,
     warehouse: Warehouse,
     tmp_path: Path,
@@ -301,7 +341,7 @@ def test_an_evicted_run_is_resumed_by_dbt_retry(
         {"metadata": {"name": pod.metadata.name, "namespace": namespace}},
     )
     gone = _seconds_until_query_gone(warehouse, evicted)
-    ended = _finished(api_client, namespace, job_name)
+    ended = _finished(api_client, namespace, job_name, pods_seen)
     outcome, decoded = _judged(ended)
     assert outcome.kind == "disrupted", outcome
     assert outcome.retryable
