@@ -10,6 +10,7 @@ and a restart puts the pod's manifest back. Either way the API server is gone un
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +20,8 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +29,27 @@ STATE = Path(os.environ.get("KUBEDBT_STATE", "/var/lib/kubedbt-cluster"))
 KIND = os.environ.get("CLUSTER", "local") == "kind"
 DOCKER = os.environ.get("DOCKER") or shutil.which("/usr/bin/docker") or "docker"
 KIND_NODE = "kubedbt-control-plane"
+# A directory the node sees at this same path (tests/cluster/lib.sh: shared_dir; kind mounts it):
+# where tests put what they give pods as hostPath volumes.
+SHARED = STATE / "shared"
 _UP = Path(__file__).parent / "cluster" / "up.sh"
 _KUBECTL = STATE / "bin" / "kubectl"
 # kubeadm's layout in the kind node: the kubelet runs what is in MANIFESTS, and nothing that is not.
 _MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
 _PARKED = "/etc/kubernetes/kube-apiserver.yaml.stopped"
 _PKI = "/etc/kubernetes/pki"
+
+
+@contextlib.contextmanager
+def node_dir(prefix: str) -> Iterator[Path]:
+    """A fresh directory under SHARED, writable by every uid (dbt runs as 1000), removed after."""
+    path = SHARED / f"{prefix}-{uuid.uuid4().hex[:8]}"
+    path.mkdir(mode=0o777, parents=True)
+    path.chmod(0o777)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _docker(*args: str) -> str:

@@ -9,8 +9,6 @@ write for a project larger than a test can build.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,21 +22,18 @@ from kubedbt import DbtRunSpec, RunIdentity, render_job, render_results_configma
 from kubedbt.core import results
 from kubedbt.core.live import PROGRESS_ANNOTATION, parse_snapshot
 from kubedbt.core.render import ARTIFACTS_VOLUME, DBT_CONTAINER, SIDECAR_CONTAINER, owned_by_job
+from tests import cluster_ops
 from tests.unit.dbt_runs import load_with_dbt
 from tests.unit.scaled_project import write_run_results
 
 pytestmark = pytest.mark.cluster
 
-# The node sees this directory of this machine at the same path (tests/cluster/lib.sh: shared_dir).
-SHARED = Path(os.environ.get("KUBEDBT_STATE", "/var/lib/kubedbt-cluster")) / "shared"
-
 
 @pytest.fixture
 def artifacts() -> Iterator[Path]:
-    """The run's artifacts directory, as a hostPath on the node; not yet created."""
-    path = SHARED / f"sidecar-{uuid.uuid4().hex[:8]}"
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    """The run's artifacts directory, a hostPath on the node."""
+    with cluster_ops.node_dir("sidecar") as path:
+        yield path
 
 
 @pytest.fixture

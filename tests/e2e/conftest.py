@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from tests import cluster_ops
 from tests.conftest import (
     launcher_token,
     namespace_with_chart,
@@ -99,6 +100,7 @@ class DagRunner:
     workdir: Path
     node_ip: str
     kubeconfig: Path
+    host_dir: Path  # the DAGs' hostPath volumes: a directory the node sees too
 
     def start(
         self, dag_id: str, *, conf: dict[str, Any] | None = None, logical_date: str | None = None
@@ -114,7 +116,7 @@ class DagRunner:
             ),
             "KUBEDBT_E2E_NAMESPACE": self.namespace,
             "KUBEDBT_E2E_NODE_IP": self.node_ip,
-            "KUBEDBT_E2E_HOST_DIR": str(self.workdir),
+            "KUBEDBT_E2E_HOST_DIR": str(self.host_dir),
         }
         command = [
             sys.executable,
@@ -148,8 +150,14 @@ def dag_runner(
     tmp_path: Path,
     api_client: client.ApiClient,
     launcher_kubeconfig: Path,
-) -> DagRunner:
+) -> Iterator[DagRunner]:
     tmp_path.chmod(0o755)
-    return DagRunner(
-        airflow_template, namespace, tmp_path, node_address(api_client), launcher_kubeconfig
-    )
+    with cluster_ops.node_dir("e2e") as host_dir:
+        yield DagRunner(
+            airflow_template,
+            namespace,
+            tmp_path,
+            node_address(api_client),
+            launcher_kubeconfig,
+            host_dir,
+        )

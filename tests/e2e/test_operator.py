@@ -170,7 +170,7 @@ def test_unschedulable_pod_reaches_startup_timeout(dag_runner: DagRunner) -> Non
 def test_failed_nodes_retry_reruns_only_what_failed(
     dag_runner: DagRunner, api_client: client.ApiClient
 ) -> None:
-    warehouse = dag_runner.workdir / "warehouse"
+    warehouse = dag_runner.host_dir / "warehouse"
     warehouse.mkdir(mode=0o777)
     warehouse.chmod(0o777)
     run = dag_runner.run("dbt_retry_failed_nodes")
