@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -92,26 +93,28 @@ def start_api_server(timeout: float = 240) -> None:
     raise AssertionError(f"kube-apiserver not ready {timeout:.0f}s after its manifest came back")
 
 
+@functools.cache
+def _kind_etcd() -> tuple[str, ssl.SSLContext]:
+    """The kind node's etcd: its URL and a TLS context as the API server's etcd client, with the
+    certificate read from the node once."""
+    networks = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+    address = _docker("inspect", "-f", networks, KIND_NODE).split()[0]
+    with tempfile.TemporaryDirectory() as pki:
+        for name in ("etcd/ca.crt", "apiserver-etcd-client.crt", "apiserver-etcd-client.key"):
+            Path(pki, Path(name).name).write_text(_in_node("cat", f"{_PKI}/{name}"))
+        context = ssl.create_default_context(cafile=f"{pki}/ca.crt")
+        client = f"{pki}/apiserver-etcd-client"
+        context.load_cert_chain(f"{client}.crt", f"{client}.key")
+    return f"https://{address}:2379", context
+
+
 def _etcd(path: str, body: dict[str, Any]) -> dict[str, Any]:
     """A call to etcd's v3 JSON gateway: plain HTTP on the local cluster's 127.0.0.1:2379; on kind
-    TLS to the node's address, as the API server's etcd client (its certificate read from the node).
-    """
+    TLS to the node's address (_kind_etcd)."""
+    url, context = _kind_etcd() if KIND else ("http://127.0.0.1:2379", None)
     request = urllib.request.Request(
-        "http://127.0.0.1:2379" + path,
-        json.dumps(body).encode(),
-        {"Content-Type": "application/json"},
+        url + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
     )
-    context = None
-    if KIND:
-        networks = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
-        address = _docker("inspect", "-f", networks, KIND_NODE).split()[0]
-        request.full_url = f"https://{address}:2379{path}"
-        with tempfile.TemporaryDirectory() as pki:
-            for name in ("etcd/ca.crt", "apiserver-etcd-client.crt", "apiserver-etcd-client.key"):
-                Path(pki, Path(name).name).write_text(_in_node("cat", f"{_PKI}/{name}"))
-            context = ssl.create_default_context(cafile=f"{pki}/ca.crt")
-            client = f"{pki}/apiserver-etcd-client"
-            context.load_cert_chain(f"{client}.crt", f"{client}.key")
     with urllib.request.urlopen(request, timeout=30, context=context) as response:
         result: dict[str, Any] = json.loads(response.read())
     return result
