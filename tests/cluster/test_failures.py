@@ -223,6 +223,8 @@ def test_stale_sources_are_named_and_terminal(
     assert "source.jaffle_shop.loader.schemata" in event["reason"]
     assert "max_loaded_at" in event["reason"]
     assert "error_after 24 hours" in event["reason"]
+    # A run that did not succeed brings dbt's last lines, for the task log.
+    assert "loader.schemata" in (event["log_tail"] or "")
     assert _described(api_client, run)[0] == "sources_stale"
 
 
@@ -230,6 +232,7 @@ def test_a_freshness_warning_succeeds_with_the_warning_in_the_summary(new_run: N
     run = new_run(command="source freshness", vars={"source_age_hours": 18})
     event, _ = _outcome(run)
     assert event["kind"] == "success"
+    assert event["log_tail"] is None  # only shown for a failure, so a success does not read it
     summary = event["summary"]
     assert summary["command"] == "source freshness"
     assert summary["counts"] == {"warn": 1}

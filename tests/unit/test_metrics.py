@@ -40,8 +40,9 @@ def event_of(name: str) -> RunEvent:
     data = recorded(name)
     found = decode(data["configmap"]) if data.get("configmap") else None
     evidence = Evidence(job=data["job"], pods=data["pods"], results=found)
-    result = WatchResult(evidence=evidence, log_tail=None, pod_name=None)
-    return run_event(data["job"]["metadata"]["name"], "dbt-prod", classify(evidence), result)
+    outcome = classify(evidence)
+    result = WatchResult(evidence=evidence, outcome=outcome, log_tail=None, pod_name=None)
+    return run_event(data["job"]["metadata"]["name"], "dbt-prod", result)
 
 
 def by_name(found: list[Metric]) -> dict[str, list[Metric]]:

@@ -7,7 +7,7 @@ from typing import Literal, TypedDict
 
 from typing_extensions import NotRequired
 
-from kubedbt.core.classify import RETRYABLE, Outcome, OutcomeKind
+from kubedbt.core.classify import RETRYABLE, OutcomeKind
 from kubedbt.core.metrics import RunTimings, run_timings
 from kubedbt.core.report import warnings_reason
 from kubedbt.core.results import Summary
@@ -38,9 +38,9 @@ class RunEvent(TypedDict):
     fix: NotRequired[str | None]
 
 
-def run_event(job_name: str, namespace: str, outcome: Outcome, result: WatchResult) -> RunEvent:
+def run_event(job_name: str, namespace: str, result: WatchResult) -> RunEvent:
     """The event of a run that was watched to its end (or to a deadline)."""
-    results = result.evidence.results
+    outcome, results = result.outcome, result.evidence.results
     return {
         "status": "success" if outcome.succeeded else "failed",
         "job_name": job_name,

@@ -29,7 +29,7 @@ from kubedbt.airflow.links import ARTIFACTS_FIELDS, JOB_FIELDS, LINKS, RunLinks,
 from kubedbt.airflow.trigger import ConnectionArgs, DbtJobTrigger, TriggerArgs
 from kubedbt.core import naming, results
 from kubedbt.core.artifacts import run_url
-from kubedbt.core.classify import RETRYABLE, classify
+from kubedbt.core.classify import RETRYABLE
 from kubedbt.core.defaults import CONFIGMAP_NAME, apply_defaults, parse_defaults
 from kubedbt.core.errors import InvalidSpecError, KubedbtError
 from kubedbt.core.metrics import MetricTags
@@ -397,7 +397,7 @@ class DbtJobOperator(BaseOperator):
                 on_log=lambda line: self.log.info("[dbt] %s", line),
                 memory_limit=args.memory_limit,
             )
-        return run_event(args.run.job_name, args.run.namespace, classify(result.evidence), result)
+        return run_event(args.run.job_name, args.run.namespace, result)
 
     # --- finishing ---
 

@@ -26,7 +26,6 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from asgiref.sync import sync_to_async
 
 from kubedbt.airflow.events import RunEvent, error_event, run_event
-from kubedbt.core.classify import classify
 from kubedbt.core.errors import KubedbtError
 from kubedbt.core.live import LineGate, Snapshot, progress_line
 from kubedbt.io.api_errors import KubeApiError, describe
@@ -171,7 +170,7 @@ class DbtJobTrigger(BaseTrigger):
             await self.hook.get_conn_extras()  # resolved now, so on_kill need not ask again
             async with args.connection.informer(run.namespace, args.retry) as informer:
                 result = await self._watch(informer)
-            event = run_event(run.job_name, run.namespace, classify(result.evidence), result)
+            event = run_event(run.job_name, run.namespace, result)
         except Exception as e:  # the worker decides what to do; the triggerer must not crash
             # The event's text goes to the task log and XCom: described, never repr'd. API
             # errors say all there is in one line; anything else gets its traceback.

@@ -7,11 +7,13 @@ says whether the run is over and when a deadline next falls due. The loop sleeps
 subscription until either an observation arrives or that deadline comes: no polling.
 
 The run is over when the Job reaches Complete or Failed and the sidecar has marked its upload
-(or results_timeout has passed since). The pods are then read once more for their final state
-and the ConfigMap is read for the results. A few cases end earlier: an image that can never be
-pulled, a start stuck past startup_timeout, a Job suspended or a pod stuck terminating for as
-long, and the Job being deleted. At the execution timeout the watch stops the run (dbt is
-interrupted and uploads what it finished) and watches it end.
+(or results_timeout has passed since). The pods are then read once more for their final state,
+the ConfigMap for the results and the Events as evidence; the outcome is judged, and only a run
+that did not succeed has the last lines of dbt's log read, as only then are they shown. A few
+cases end earlier: an image that can never be pulled, a start stuck past startup_timeout, a Job
+suspended or a pod stuck terminating for as long, and the Job being deleted. At the execution
+timeout the watch stops the run (dbt is interrupted and uploads what it finished) and watches it
+end.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kubedbt.core import results as results_codec
-from kubedbt.core.classify import Evidence
+from kubedbt.core.classify import Evidence, Outcome, classify
 from kubedbt.core.live import Snapshot
 from kubedbt.core.naming import DBT_CONTAINER
 from kubedbt.core.progress import Ending, RunProgress, dbt_started_in
@@ -65,9 +67,14 @@ class WatchLimits:
 
 @dataclass(frozen=True)
 class WatchResult:
-    """The evidence of a finished run, and the last lines dbt printed."""
+    """The evidence of a finished run, its outcome, and the last lines dbt printed.
+
+    log_tail: read only when the outcome is not a success (None otherwise), as only then is it
+    shown.
+    """
 
     evidence: Evidence
+    outcome: Outcome
     log_tail: str | None
     pod_name: str | None
 
@@ -87,7 +94,7 @@ async def watch_run(
     memory_limit: str | None = None,
     clock: Callable[[], float] = time.time,
 ) -> WatchResult:
-    """Follow a run until it ends or a deadline passes, then collect its evidence.
+    """Follow a run until it ends or a deadline passes, then collect its evidence and judge it.
 
     on_progress: called with the sidecar's tally of dbt's log each time a different one is seen
     (kubedbt.core.live); an exception it raises is logged, never the watch's end.
@@ -108,31 +115,41 @@ async def watch_run(
     pod = progress.newest_pod
     pod_name = str((pod or {}).get("metadata", {}).get("name") or "") or None
     finished = ending == "finished"
-    show_log = pod_name is not None and progress.ever_started and ending != "job_deleted"
     # The Job's condition can arrive before the pod's last update: the pods are read once more,
-    # with the results, the log and the Events of the Job and its pods, all at once.
+    # with the results and the Events of the Job and its pods, all at once.
     async with informer.lease() as client:
-        listed, configmap, tail, events = await asyncio.gather(
+        listed, configmap, events = await asyncio.gather(
             _if(finished, lambda: client.list_pods(run.namespace, run.selector)),
             _if(finished, lambda: client.read_configmap(run.configmap_name, run.namespace)),
-            _if(
-                show_log,
-                lambda: client.log_tail(
-                    str(pod_name), run.namespace, DBT_CONTAINER, limits.log_tail_lines
-                ),
-            ),
             _events(client, run, list(progress.pods)),
         )
-    if listed is not None:
-        progress.listed("pod", listed[0])
-    evidence = progress.evidence(
-        ending,
-        # The watch judges from the summary and the log digest: run_results stays packed.
-        results=results_codec.decode(configmap, artifacts=False) if configmap is not None else None,
-        events=events,
-        memory_limit=memory_limit,
-    )
-    return WatchResult(evidence=evidence, log_tail=tail, pod_name=pod_name)
+        if listed is not None:
+            progress.listed("pod", listed[0])
+        evidence = progress.evidence(
+            ending,
+            # The watch judges from the summary and the log digest: run_results stays packed.
+            results=(
+                results_codec.decode(configmap, artifacts=False) if configmap is not None else None
+            ),
+            events=events,
+            memory_limit=memory_limit,
+        )
+        outcome = classify(evidence)
+        # dbt's last lines are shown only for a run that did not succeed, so only such a run reads
+        # them: one request fewer per success, and a success never waits on a lost node's kubelet.
+        show_log = (
+            not outcome.succeeded
+            and pod_name is not None
+            and progress.ever_started
+            and ending != "job_deleted"
+        )
+        tail = await _if(
+            show_log,
+            lambda: client.log_tail(
+                str(pod_name), run.namespace, DBT_CONTAINER, limits.log_tail_lines
+            ),
+        )
+    return WatchResult(evidence=evidence, outcome=outcome, log_tail=tail, pod_name=pod_name)
 
 
 async def _events(client: RunClient, run: RunRef, pods: list[str]) -> list[JSON]:
